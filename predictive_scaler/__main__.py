@@ -1,0 +1,3 @@
+from predictive_scaler.cli import main
+
+raise SystemExit(main())
