@@ -1,0 +1,132 @@
+"""``auto``: pick the model per target by its out-of-sample errors at the horizon.
+
+Every candidate fits on the older part of the history and walks forward through the
+recent part (see ``models.base``); its errors at the requested horizon give a MASE and a
+pinball loss at the upper quantile. The candidate with the lowest mean of the two, each
+relative to the best, wins; candidates within ``tie_tolerance`` of the winner count as
+tied and the cheapest of them is chosen. All candidates keep absorbing observations, so
+their scores can be shown and the next refit starts from warm state.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Self
+
+import numpy as np
+
+from models.base import DEFAULT_QUANTILES, FloatArray, Forecast, Model, pinball
+from models.errors import InsufficientHistory
+from models.series import as_series, naive_scale
+
+
+@dataclass(frozen=True)
+class CandidateScore:
+    """How one candidate did on the recent history, at the horizon."""
+
+    name: str
+    mase: float
+    pinball: float
+    score: float
+    """Mean of MASE and pinball, each divided by the best candidate's."""
+    cost: int
+
+
+class Auto:
+    """Choose among candidate models by rolling-origin errors on recent history."""
+
+    name = "auto"
+    cost = 10
+
+    def __init__(
+        self,
+        candidates: Sequence[Callable[[], Model]],
+        horizon: int = 15,
+        level: float = 0.9,
+        tie_tolerance: float = 0.03,
+    ) -> None:
+        if not candidates:
+            raise ValueError("auto needs at least one candidate model")
+        self.candidates = list(candidates)
+        self.horizon = horizon
+        self.level = level
+        self.tie_tolerance = tie_tolerance
+        self.models_: dict[str, Model] = {}
+        self.scores_: dict[str, CandidateScore] = {}
+        self.skipped_: dict[str, str] = {}
+        self.chosen_: Model | None = None
+        self.fit_seconds_: dict[str, float] = {}
+
+    def fit(self, y: FloatArray, step_seconds: float) -> Self:
+        series = as_series(y)
+        scale = naive_scale(series)
+        self.models_, self.skipped_, self.fit_seconds_ = {}, {}, {}
+        raw: dict[str, tuple[float, float, int]] = {}
+        for make in self.candidates:
+            model = make()
+            started = time.perf_counter()
+            try:
+                model.fit(series, step_seconds)
+            except InsufficientHistory as exc:
+                self.skipped_[model.name] = str(exc)
+                continue
+            finally:
+                self.fit_seconds_[model.name] = time.perf_counter() - started
+            calibration = model.calibration_
+            assert calibration is not None
+            actual, forecast, upper = calibration.errors_at(self.horizon, self.level)
+            if actual.size == 0:
+                self.skipped_[model.name] = "no out-of-sample errors at the horizon"
+                continue
+            mase = float(np.abs(actual - forecast).mean()) / scale
+            loss = float(pinball(actual, upper, self.level).mean()) / scale
+            self.models_[model.name] = model
+            raw[model.name] = (mase, loss, model.cost)
+        if not raw:
+            reasons = "; ".join(self.skipped_.values())
+            raise InsufficientHistory(f"auto: no candidate could fit ({reasons})")
+        best_mase = max(min(v[0] for v in raw.values()), 1e-12)
+        best_loss = max(min(v[1] for v in raw.values()), 1e-12)
+        self.scores_ = {
+            name: CandidateScore(name, m, p, (m / best_mase + p / best_loss) / 2, cost)
+            for name, (m, p, cost) in raw.items()
+        }
+        top = min(s.score for s in self.scores_.values())
+        tied = [s for s in self.scores_.values() if s.score <= top * (1 + self.tie_tolerance)]
+        winner = min(tied, key=lambda s: (s.cost, s.score))
+        self.chosen_ = self.models_[winner.name]
+        return self
+
+    @property
+    def chosen(self) -> Model:
+        if self.chosen_ is None:
+            raise RuntimeError("auto: fit() must be called first")
+        return self.chosen_
+
+    def update(self, y_new: FloatArray) -> Self:
+        self.chosen  # noqa: B018 - raises when unfitted
+        for model in self.models_.values():
+            model.update(y_new)
+        return self
+
+    def predict(self, horizon: int, quantiles: Sequence[float] = DEFAULT_QUANTILES) -> Forecast:
+        return self.chosen.predict(horizon, quantiles)
+
+    def describe(self) -> dict[str, Any]:
+        info = self.chosen.describe()
+        info["model"] = f"auto:{self.chosen.name}"
+        info["chosen"] = self.chosen.name
+        ranked = sorted(self.scores_.values(), key=lambda s: s.score)
+        info["scores"] = {
+            s.name: {
+                "mase": round(s.mase, 4),
+                "pinball": round(s.pinball, 4),
+                "score": round(s.score, 4),
+            }
+            for s in ranked
+        }
+        if self.skipped_:
+            info["skipped"] = dict(self.skipped_)
+        return info

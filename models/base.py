@@ -1,0 +1,388 @@
+"""The forecasting contract every model meets, and the shared fit/calibrate machinery.
+
+A model fits on the older part of its history, then walks forward through the most recent
+part one observation at a time, forecasting from every origin. Those out-of-sample errors
+calibrate its quantiles per horizon step and score it for the ``auto`` choice, so the
+uncertainty a model reports is measured, not assumed.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol, Self, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
+
+from models.errors import InsufficientHistory, InvalidSeries
+from models.series import DAY_SECONDS, as_series, fill_gaps, season_points
+
+FloatArray = npt.NDArray[np.float64]
+
+DEFAULT_QUANTILES: tuple[float, ...] = (0.9,)
+
+
+@dataclass(frozen=True)
+class Forecast:
+    """A forecast over ``len(mean)`` steps after the last observation."""
+
+    mean: FloatArray
+    """Point forecast per step (step 1 is one step after the last observation)."""
+    quantiles: Mapping[float, FloatArray] = field(default_factory=dict)
+    """Calibrated quantile paths, by probability level."""
+
+    def quantile(self, level: float) -> FloatArray:
+        """The path for ``level``; raises KeyError naming the levels that exist."""
+        try:
+            return self.quantiles[level]
+        except KeyError:
+            have = sorted(self.quantiles)
+            raise KeyError(f"quantile {level} not forecast; have {have}") from None
+
+
+@runtime_checkable
+class Forecaster(Protocol):
+    """What the controller and the backtest need from a model."""
+
+    @property
+    def name(self) -> str:
+        """The registry name of the model that forecasts."""
+        ...
+
+    def fit(self, y: FloatArray, step_seconds: float) -> Self:
+        """Estimate on a regular series (NaN = missing); returns self."""
+        ...
+
+    def update(self, y_new: FloatArray) -> Self:
+        """Absorb observations that follow the history, without re-estimating."""
+        ...
+
+    def predict(self, horizon: int, quantiles: Sequence[float] = DEFAULT_QUANTILES) -> Forecast:
+        """Forecast ``horizon`` steps with the requested quantile levels."""
+        ...
+
+    def describe(self) -> dict[str, Any]:
+        """What was fitted and why, for logs, annotations and the CLI."""
+        ...
+
+
+def pinball(actual: FloatArray, predicted: FloatArray, level: float) -> FloatArray:
+    """Pinball (quantile) loss per point."""
+    diff = actual - predicted
+    return np.maximum(level * diff, (level - 1.0) * diff)
+
+
+_SCALE_POWERS = (0.0, 0.5, 1.0)
+VOLATILITY = -1.0
+"""Marks the volatility scale in ``Calibration.power``."""
+_MIN_ERRORS_PER_STEP = 20
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Out-of-sample errors of a model, normalised by a scale known at the origin.
+
+    Residuals of traffic grow with its level (Poisson-like at low counts, proportional at
+    high ones) and cluster in bursts, so errors are divided either by
+    ``max(|mean|, floor) ** power`` (power 0, 0.5 or 1) or by the recent volatility (an
+    exponentially weighted mean absolute one-step change); the choice is the one with the
+    lowest pinball loss on the calibration errors.
+    """
+
+    forecasts: FloatArray
+    """Point forecasts, shape (origins, horizon)."""
+    actuals: FloatArray
+    """Observed values for the same cells; NaN past the end of the history."""
+    volatility: FloatArray
+    """Recent volatility at each origin."""
+    power: float
+    """Exponent of the level scale; ``VOLATILITY`` selects the volatility scale."""
+    floor: float
+    z: tuple[FloatArray, ...]
+    """Sorted normalised residuals per horizon step."""
+    _cache: dict[tuple[float, int], FloatArray] = field(default_factory=dict, compare=False)
+
+    @classmethod
+    def from_errors(
+        cls, forecasts: FloatArray, actuals: FloatArray, volatility: FloatArray, level: float
+    ) -> Calibration:
+        finite = np.abs(actuals[np.isfinite(actuals)])
+        floor = max(float(np.median(finite)) * 0.05 if finite.size else 0.0, 1e-9)
+        vol_floor = max(float(np.median(volatility)) * 0.1, floor * 1e-3)
+        best: tuple[float, float] | None = None
+        for power in (*_SCALE_POWERS, VOLATILITY):
+            scale = _scale(forecasts, volatility, power, floor, vol_floor)
+            loss = _calibration_loss(forecasts, actuals, scale, level)
+            if best is None or loss < best[0] - 1e-12:
+                best = (loss, power)
+        assert best is not None
+        power = best[1]
+        z = (actuals - forecasts) / _scale(forecasts, volatility, power, floor, vol_floor)
+        per_step = tuple(np.sort(col[np.isfinite(col)]) for col in z.T)
+        return cls(
+            forecasts,
+            actuals,
+            volatility,
+            power,
+            floor if power != VOLATILITY else vol_floor,
+            per_step,
+        )
+
+    @property
+    def horizon(self) -> int:
+        return len(self.z)
+
+    def scale(self, mean: FloatArray, volatility: float) -> FloatArray:
+        if self.power == VOLATILITY:
+            return np.full(len(mean), max(volatility, self.floor))
+        return np.power(np.maximum(np.abs(mean), self.floor), self.power)
+
+    def offsets(self, mean: FloatArray, level: float, volatility: float) -> FloatArray:
+        """Quantile offsets to add to ``mean`` (one per step), from the stored errors."""
+        key = (level, len(mean))
+        zq = self._cache.get(key)
+        if zq is None:
+            zq = self._cache[key] = self._normalised_quantiles(len(mean), level)
+        out: FloatArray = zq * self.scale(mean, volatility)
+        return out
+
+    def _normalised_quantiles(self, horizon: int, level: float) -> FloatArray:
+        out = np.empty(horizon)
+        pooled: FloatArray | None = None
+        for k in range(horizon):
+            if k < self.horizon and self.z[k].size >= _MIN_ERRORS_PER_STEP:
+                zq = float(np.quantile(self.z[k], level))
+            else:
+                # Beyond the calibrated horizon the error keeps growing roughly like a
+                # random walk: widen the last step's quantile by sqrt(k / H).
+                if pooled is None:
+                    pooled = _last_usable(self.z)
+                stretch = math.sqrt((k + 1) / max(self.horizon, 1)) if k >= self.horizon else 1.0
+                zq = float(np.quantile(pooled, level)) * stretch if pooled.size else 0.0
+            out[k] = zq
+        return out
+
+    def errors_at(self, step: int, level: float) -> tuple[FloatArray, FloatArray, FloatArray]:
+        """(actual, forecast, upper quantile) at horizon step ``step`` (1-based), for the
+        origins whose actual is known."""
+        k = min(step, self.horizon) - 1
+        actual, forecast = self.actuals[:, k], self.forecasts[:, k]
+        keep = np.isfinite(actual)
+        zq = self._normalised_quantiles(k + 1, level)[k]
+        if self.power == VOLATILITY:
+            scale = np.maximum(self.volatility, self.floor)
+        else:
+            scale = np.power(np.maximum(np.abs(forecast), self.floor), self.power)
+        upper = forecast + zq * scale
+        return actual[keep], forecast[keep], upper[keep]
+
+
+def _scale(
+    forecasts: FloatArray, volatility: FloatArray, power: float, floor: float, vol_floor: float
+) -> FloatArray:
+    if power == VOLATILITY:
+        out: FloatArray = np.broadcast_to(
+            np.maximum(volatility, vol_floor)[:, None], forecasts.shape
+        ).copy()
+        return out
+    level_scale: FloatArray = np.power(np.maximum(np.abs(forecasts), floor), power)
+    return level_scale
+
+
+def _calibration_loss(
+    forecasts: FloatArray, actuals: FloatArray, scale: FloatArray, level: float
+) -> float:
+    z = (actuals - forecasts) / scale
+    total, count = 0.0, 0
+    for k in range(z.shape[1]):
+        keep = np.isfinite(z[:, k])
+        if keep.sum() < _MIN_ERRORS_PER_STEP:
+            continue
+        q = np.quantile(z[keep, k], level)
+        upper = forecasts[keep, k] + q * scale[keep, k]
+        total += float(pinball(actuals[keep, k], upper, level).sum())
+        count += int(keep.sum())
+    return total / count if count else math.inf
+
+
+def _last_usable(z: tuple[FloatArray, ...]) -> FloatArray:
+    for col in reversed(z):
+        if col.size >= _MIN_ERRORS_PER_STEP:
+            return col
+    return np.concatenate(z) if z else np.empty(0)
+
+
+class Model(ABC):
+    """Base of the single models: input checks, NaN handling, calibration, quantiles.
+
+    Subclasses implement ``_fit`` (estimate and set state at the end of the history),
+    ``_update`` (absorb one observation) and ``_mean`` (point path from the state).
+    """
+
+    name: ClassVar[str]
+    cost: ClassVar[int]
+    """Relative fitting cost; ties in the ``auto`` choice go to the cheaper model."""
+
+    def __init__(
+        self,
+        horizon: int = 15,
+        seasons: Sequence[str] = ("daily", "weekly"),
+        level: float = 0.9,
+    ) -> None:
+        if horizon < 1:
+            raise ValueError(f"horizon must be >= 1 step, got {horizon}")
+        self.horizon = horizon
+        self.seasons = tuple(seasons)
+        self.level = level
+        self.step_seconds_: float | None = None
+        self.calibration_: Calibration | None = None
+        self.nonnegative_ = True
+        self.notes_: list[str] = []
+        self.observed_ = 0
+        self.volatility_ = 0.0
+        self.last_value_ = math.nan
+
+    # -- subclass hooks ------------------------------------------------------------------
+
+    @abstractmethod
+    def _min_points(self, step_seconds: float) -> int:
+        """Fewest points ``_fit`` needs."""
+
+    @abstractmethod
+    def _fit(self, y: FloatArray, step_seconds: float) -> None:
+        """Estimate on a gap-free series and leave the state after its last point."""
+
+    @abstractmethod
+    def _update(self, value: float) -> None:
+        """Absorb one finite observation."""
+
+    @abstractmethod
+    def _mean(self, horizon: int) -> FloatArray:
+        """Point forecast for the next ``horizon`` steps from the current state."""
+
+    def _params(self) -> dict[str, Any]:
+        return {}
+
+    # -- the contract --------------------------------------------------------------------
+
+    def fit(self, y: FloatArray, step_seconds: float) -> Self:
+        series = as_series(y)
+        if step_seconds <= 0:
+            raise InvalidSeries(f"step must be positive, got {step_seconds}")
+        observed = np.isfinite(series)
+        if not observed.any():
+            raise InsufficientHistory(f"{self.name}: history has no observed value")
+        if observed.mean() < 0.5:
+            raise InsufficientHistory(
+                f"{self.name}: {100 * (1 - observed.mean()):.0f}% of the history is missing"
+            )
+        series = fill_gaps(series, season_points(DAY_SECONDS, step_seconds))
+        self.nonnegative_ = bool((series >= 0).all())
+        cal = calibration_points(len(series), self.horizon, step_seconds)
+        train = series[: len(series) - cal]
+        need = self._min_points(step_seconds)
+        if len(train) < need:
+            raise InsufficientHistory(
+                f"{self.name}: needs {need + cal} points "
+                f"({_human(step_seconds * (need + cal))}), has {len(series)} "
+                f"({_human(step_seconds * len(series))})"
+            )
+        self.step_seconds_ = step_seconds
+        self.notes_ = []
+        self._vol_alpha = 2.0 / (max(12.0, 3_600.0 / step_seconds) + 1.0)
+        self._fit(train, step_seconds)
+        recent = train[-int(2 / self._vol_alpha) :]
+        self.volatility_ = float(np.abs(np.diff(recent)).mean()) if len(recent) > 1 else 0.0
+        self.last_value_ = float(train[-1])
+        self.calibration_ = self._walk_forward(series[len(train) :])
+        self.observed_ = len(series)
+        return self
+
+    def update(self, y_new: FloatArray) -> Self:
+        self._require_fitted()
+        for value in np.asarray(y_new, dtype=np.float64).ravel():
+            point = float(value)
+            if not math.isfinite(point):
+                # A missing point: the model carries its own one-step forecast forward.
+                point = float(self._mean(1)[0])
+            self._observe(point)
+            self.observed_ += 1
+        return self
+
+    def _observe(self, value: float) -> None:
+        self.volatility_ += self._vol_alpha * (abs(value - self.last_value_) - self.volatility_)
+        self.last_value_ = value
+        self._update(value)
+
+    def predict(self, horizon: int, quantiles: Sequence[float] = DEFAULT_QUANTILES) -> Forecast:
+        calibration = self._require_fitted()
+        if horizon < 1:
+            raise ValueError(f"horizon must be >= 1 step, got {horizon}")
+        mean = self._mean(horizon)
+        if self.nonnegative_:
+            mean = np.maximum(mean, 0.0)
+        paths: dict[float, FloatArray] = {}
+        for level in quantiles:
+            if not 0.0 < level < 1.0:
+                raise ValueError(f"quantile level must be in (0, 1), got {level}")
+            path = mean + calibration.offsets(mean, level, self.volatility_)
+            # Keep lower <= mean <= upper even for a biased model.
+            path = np.maximum(path, mean) if level >= 0.5 else np.minimum(path, mean)
+            if self.nonnegative_:
+                path = np.maximum(path, 0.0)
+            paths[level] = path
+        return Forecast(mean=mean, quantiles=paths)
+
+    def describe(self) -> dict[str, Any]:
+        info: dict[str, Any] = {"model": self.name, "params": self._params()}
+        if self.calibration_ is not None:
+            info["calibration_origins"] = int(self.calibration_.forecasts.shape[0])
+            info["scale_power"] = self.calibration_.power
+        if self.notes_:
+            info["notes"] = list(self.notes_)
+        return info
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _require_fitted(self) -> Calibration:
+        if self.calibration_ is None:
+            raise RuntimeError(f"{self.name}: fit() must be called before predict() or update()")
+        return self.calibration_
+
+    def _walk_forward(self, tail: FloatArray) -> Calibration:
+        """Forecast from every origin in ``tail`` and compare with what followed."""
+        n, h = len(tail), self.horizon
+        forecasts = np.empty((n, h))
+        actuals = np.full((n, h), np.nan)
+        volatility = np.empty(n)
+        for i in range(n):
+            forecasts[i] = self._mean(h)
+            volatility[i] = self.volatility_
+            upto = min(h, n - i)
+            actuals[i, :upto] = tail[i : i + upto]
+            self._observe(float(tail[i]))
+        if self.nonnegative_:
+            forecasts = np.maximum(forecasts, 0.0)
+        return Calibration.from_errors(forecasts, actuals, volatility, self.level)
+
+
+def calibration_points(n: int, horizon: int, step_seconds: float) -> int:
+    """How many recent points to hold out for the out-of-sample walk.
+
+    A quarter of the history, at most two days (so errors cover day and night) and at
+    least enough for ``horizon`` plus a few dozen origins when the history allows.
+    """
+    two_days = max(int(2 * 86_400 / step_seconds), 1)
+    wanted = min(n // 4, two_days)
+    floor = min(n // 2, horizon + 40)
+    return max(wanted, floor, 1)
+
+
+def _human(seconds: float) -> str:
+    for unit, size in (("d", 86_400.0), ("h", 3_600.0), ("m", 60.0)):
+        if seconds >= size:
+            return f"{seconds / size:.1f}{unit}"
+    return f"{seconds:.0f}s"
