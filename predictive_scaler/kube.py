@@ -1,0 +1,804 @@
+"""Kubernetes adapter: HPAs, ConfigMaps, Events and the leader Lease.
+
+The only module of the product that imports ``kubernetes_asyncio``. Everything above it sees
+plain values (:class:`HpaSnapshot`, dicts of strings) and typed errors (:class:`KubeApiError`
+and subclasses); nothing here decides anything. Every request has a finite timeout, and every
+write to an HPA is one JSON merge patch guarded by ``metadata.resourceVersion``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from typing import Any, Final, Literal, NamedTuple, TypeVar
+
+import aiohttp
+from kubernetes_asyncio import client, watch
+from kubernetes_asyncio.client.exceptions import ApiException
+from kubernetes_asyncio.config import incluster_config, kube_config
+
+__all__ = [
+    "ANNOTATION_APPLIED_MIN_REPLICAS",
+    "ANNOTATION_BASE_MIN_REPLICAS",
+    "ANNOTATION_LAST_FORECAST",
+    "ANNOTATION_MODEL",
+    "ANNOTATION_PREFIX",
+    "ANNOTATION_REASON",
+    "ANNOTATION_UPDATED_AT",
+    "EVENT_COMPONENT",
+    "MERGE_PATCH",
+    "ConfigMapEvent",
+    "ConflictError",
+    "ForbiddenError",
+    "HpaSnapshot",
+    "KubeApiError",
+    "KubeClient",
+    "KubeUnavailableError",
+    "LeaderElector",
+    "NotFoundError",
+    "ObjectRef",
+    "load_api_client",
+    "parse_quantity",
+]
+
+ANNOTATION_PREFIX: Final = "predictive-scaler.io/"
+ANNOTATION_BASE_MIN_REPLICAS: Final = ANNOTATION_PREFIX + "base-min-replicas"
+ANNOTATION_APPLIED_MIN_REPLICAS: Final = ANNOTATION_PREFIX + "applied-min-replicas"
+ANNOTATION_LAST_FORECAST: Final = ANNOTATION_PREFIX + "last-forecast"
+ANNOTATION_MODEL: Final = ANNOTATION_PREFIX + "model"
+ANNOTATION_REASON: Final = ANNOTATION_PREFIX + "reason"
+ANNOTATION_UPDATED_AT: Final = ANNOTATION_PREFIX + "updated-at"
+
+#: ``source.component`` / ``reportingComponent`` of the Events we emit.
+EVENT_COMPONENT: Final = "predictive-scaler"
+MERGE_PATCH: Final = "application/merge-patch+json"
+
+HPA_API_VERSION: Final = "autoscaling/v2"
+HPA_KIND: Final = "HorizontalPodAutoscaler"
+
+#: Default per-request timeout (seconds) for everything but watches.
+DEFAULT_REQUEST_TIMEOUT_SECONDS: Final = 10.0
+#: Server-side timeout of one watch request; the client re-watches after it.
+DEFAULT_WATCH_TIMEOUT_SECONDS: Final = 300
+#: Delays between attempts to re-establish a failing watch; the last one repeats.
+DEFAULT_WATCH_BACKOFF_SECONDS: Final = (0.5, 1.0, 2.0, 5.0, 10.0)
+
+
+# ---------------------------------------------------------------------------- errors
+
+
+class KubeApiError(Exception):
+    """A Kubernetes API request failed; ``status`` is the HTTP code (0: no response)."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        reason: str = "",
+        retry_after_seconds: float | None = None,
+    ) -> None:
+        super().__init__(f"{status} {reason}: {message}" if reason else f"{status}: {message}")
+        self.status = status
+        self.reason = reason
+        self.message = message
+        self.retry_after_seconds = retry_after_seconds
+
+
+class ConflictError(KubeApiError):
+    """409: the object changed since it was read (or already exists); re-read and decide again."""
+
+
+class NotFoundError(KubeApiError):
+    """404: the object does not exist."""
+
+
+class ForbiddenError(KubeApiError):
+    """403: RBAC does not allow the request."""
+
+
+class KubeUnavailableError(KubeApiError):
+    """No HTTP answer: connection refused or reset, or the request timed out."""
+
+
+def _error_from_api_exception(error: ApiException) -> KubeApiError:
+    status = int(error.status or 0)
+    message = str(error.reason or "")
+    reason = ""
+    raw_body: object = error.body
+    body = raw_body.decode("utf-8", "replace") if isinstance(raw_body, bytes) else raw_body
+    if isinstance(body, str) and body:
+        try:
+            parsed = json.loads(body)
+        except ValueError:
+            parsed = None
+        if isinstance(parsed, dict):
+            message = str(parsed.get("message") or message)
+            reason = str(parsed.get("reason") or "")
+    retry_after: float | None = None
+    headers: Mapping[str, str] = error.headers or {}
+    if "Retry-After" in headers:
+        try:
+            retry_after = float(headers["Retry-After"])
+        except (TypeError, ValueError):
+            retry_after = None
+    cls: type[KubeApiError] = {409: ConflictError, 404: NotFoundError, 403: ForbiddenError}.get(
+        status, KubeApiError
+    )
+    return cls(status, message, reason=reason, retry_after_seconds=retry_after)
+
+
+_T = TypeVar("_T")
+
+
+async def _call(request: Awaitable[_T]) -> _T:
+    """Await one client call, translating its failures into :class:`KubeApiError`."""
+    try:
+        return await request
+    except ApiException as error:
+        raise _error_from_api_exception(error) from error
+    except (aiohttp.ClientError, TimeoutError) as error:
+        raise KubeUnavailableError(0, f"{type(error).__name__}: {error}") from error
+
+
+# ---------------------------------------------------------------------------- quantities
+
+_QUANTITY = re.compile(r"^([+-]?(?:\d+\.?\d*|\.\d+))(Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE]|[eE][+-]?\d+)?$")
+_SUFFIX = {
+    "": Decimal(1),
+    "n": Decimal("1e-9"),
+    "u": Decimal("1e-6"),
+    "m": Decimal("1e-3"),
+    "k": Decimal("1e3"),
+    "M": Decimal("1e6"),
+    "G": Decimal("1e9"),
+    "T": Decimal("1e12"),
+    "P": Decimal("1e15"),
+    "E": Decimal("1e18"),
+    "Ki": Decimal(2**10),
+    "Mi": Decimal(2**20),
+    "Gi": Decimal(2**30),
+    "Ti": Decimal(2**40),
+    "Pi": Decimal(2**50),
+    "Ei": Decimal(2**60),
+}
+
+
+def parse_quantity(value: str | float) -> float:
+    """A Kubernetes quantity (``"700m"``, ``"1"``, ``"0.7"``, ``"2k"``, ``"1Gi"``, ``"1e3"``)
+    as a float. Raises ``ValueError`` for anything else."""
+    if isinstance(value, bool):
+        raise ValueError(f"not a quantity: {value!r}")
+    if isinstance(value, int | float):
+        return float(value)
+    match = _QUANTITY.match(value.strip())
+    if match is None:
+        raise ValueError(f"not a Kubernetes quantity: {value!r}")
+    number, suffix = match.group(1), match.group(2) or ""
+    try:
+        if suffix[:1] in {"e", "E"}:
+            return float(Decimal(number + suffix))
+        return float(Decimal(number) * _SUFFIX[suffix])
+    except InvalidOperation as error:
+        raise ValueError(f"not a Kubernetes quantity: {value!r}") from error
+
+
+# ---------------------------------------------------------------------------- values
+
+
+@dataclass(frozen=True)
+class ObjectRef:
+    """What an Event is about: any namespaced object."""
+
+    api_version: str
+    kind: str
+    namespace: str
+    name: str
+    uid: str | None = None
+
+
+@dataclass(frozen=True)
+class HpaSnapshot:
+    """One read of an ``autoscaling/v2`` HorizontalPodAutoscaler, as plain values."""
+
+    namespace: str
+    name: str
+    resource_version: str
+    min_replicas: int
+    max_replicas: int
+    current_replicas: int
+    desired_replicas: int
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    metrics: Sequence[Mapping[str, Any]] = ()
+    uid: str | None = None
+    generation: int | None = None
+    scale_target_ref: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def ref(self) -> ObjectRef:
+        return ObjectRef(HPA_API_VERSION, HPA_KIND, self.namespace, self.name, self.uid)
+
+    @property
+    def base_min_replicas(self) -> int | None:
+        """The ``base-min-replicas`` annotation, ``None`` when absent or not a positive int."""
+        raw = self.annotations.get(ANNOTATION_BASE_MIN_REPLICAS)
+        try:
+            value = int(raw) if raw is not None else None
+        except ValueError:
+            return None
+        return value if value is not None and value >= 1 else None
+
+    def target_average_value_for(self, metric_name: str) -> float | None:
+        """The per-pod target of ``metric_name``: the ``averageValue`` of a Pods, External or
+        Object metric whose target type is ``AverageValue``. ``None`` when the HPA has no such
+        metric or its quantity does not parse (the caller then needs an explicit override)."""
+        for metric in self.metrics:
+            source_key = {"Pods": "pods", "External": "external", "Object": "object"}.get(
+                str(metric.get("type"))
+            )
+            if source_key is None:
+                continue
+            source = metric.get(source_key) or {}
+            if (source.get("metric") or {}).get("name") != metric_name:
+                continue
+            target = source.get("target") or {}
+            if target.get("type") != "AverageValue" or target.get("averageValue") is None:
+                continue
+            try:
+                return parse_quantity(target["averageValue"])
+            except ValueError:
+                return None
+        return None
+
+    @classmethod
+    def from_dict(cls, obj: Mapping[str, Any]) -> HpaSnapshot:
+        """From the JSON form of the HPA (camelCase keys)."""
+        meta = obj.get("metadata") or {}
+        spec = obj.get("spec") or {}
+        status = obj.get("status") or {}
+        return cls(
+            namespace=str(meta.get("namespace", "")),
+            name=str(meta.get("name", "")),
+            resource_version=str(meta.get("resourceVersion", "")),
+            min_replicas=int(spec.get("minReplicas") or 1),
+            max_replicas=int(spec.get("maxReplicas") or 0),
+            current_replicas=int(status.get("currentReplicas") or 0),
+            desired_replicas=int(status.get("desiredReplicas") or 0),
+            annotations={str(k): str(v) for k, v in (meta.get("annotations") or {}).items()},
+            metrics=tuple(spec.get("metrics") or ()),
+            uid=meta.get("uid"),
+            generation=meta.get("generation"),
+            scale_target_ref={
+                str(k): str(v) for k, v in (spec.get("scaleTargetRef") or {}).items()
+            },
+        )
+
+
+EventType = Literal["ADDED", "MODIFIED", "DELETED"]
+
+
+class ConfigMapEvent(NamedTuple):
+    """One state of a watched ConfigMap, ``(event_type, data, resource_version)``;
+    ``DELETED`` (with empty data) also reports a ConfigMap that is absent."""
+
+    event_type: EventType
+    data: Mapping[str, str]
+    resource_version: str
+
+
+def _rfc3339(moment: datetime) -> str:
+    _require_aware(moment)
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _rfc3339_micro(moment: datetime) -> str:
+    _require_aware(moment)
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _require_aware(moment: datetime) -> None:
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError(f"naive datetime {moment!r}: pass a timezone-aware datetime")
+
+
+def _parse_time(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        parsed = value
+    else:
+        text = str(value).replace("Z", "+00:00")
+        try:
+            parsed = datetime.fromisoformat(text)
+        except ValueError:
+            return None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+# ---------------------------------------------------------------------------- client
+
+
+class KubeClient:
+    """The few Kubernetes calls the controller makes, over a caller-owned ``ApiClient``."""
+
+    def __init__(
+        self,
+        api_client: client.ApiClient,
+        *,
+        request_timeout_seconds: float = DEFAULT_REQUEST_TIMEOUT_SECONDS,
+        reporting_instance: str | None = None,
+    ) -> None:
+        self.api_client = api_client
+        self.request_timeout_seconds = request_timeout_seconds
+        self.reporting_instance = reporting_instance or os.environ.get("HOSTNAME") or "local"
+        # Typed as Any: the client's stubs lack ``_content_type`` and want models where the
+        # runtime accepts plain dicts (which keep unknown fields out of our way).
+        self._autoscaling: Any = client.AutoscalingV2Api(api_client)
+        self._core: Any = client.CoreV1Api(api_client)
+        self._coordination: Any = client.CoordinationV1Api(api_client)
+
+    def _json(self, model: Any) -> dict[str, Any]:
+        data = self.api_client.sanitize_for_serialization(model)
+        if not isinstance(data, dict):
+            raise KubeApiError(0, f"unexpected response {type(model).__name__}")
+        return data
+
+    # --- HPAs
+
+    async def read_hpa(self, namespace: str, name: str) -> HpaSnapshot:
+        hpa = await _call(
+            self._autoscaling.read_namespaced_horizontal_pod_autoscaler(
+                name, namespace, _request_timeout=self.request_timeout_seconds
+            )
+        )
+        return HpaSnapshot.from_dict(self._json(hpa))
+
+    async def _merge_patch_hpa(self, snapshot: HpaSnapshot, body: dict[str, Any]) -> HpaSnapshot:
+        body.setdefault("metadata", {})["resourceVersion"] = snapshot.resource_version
+        hpa = await _call(
+            self._autoscaling.patch_namespaced_horizontal_pod_autoscaler(
+                snapshot.name,
+                snapshot.namespace,
+                body,
+                _content_type=MERGE_PATCH,
+                _request_timeout=self.request_timeout_seconds,
+            )
+        )
+        return HpaSnapshot.from_dict(self._json(hpa))
+
+    async def patch_hpa_min_replicas(
+        self, snapshot: HpaSnapshot, min_replicas: int, annotations: Mapping[str, str | None]
+    ) -> HpaSnapshot:
+        """Set ``spec.minReplicas`` and annotations (``None`` removes one) in ONE merge patch
+        guarded by ``snapshot.resource_version``: :class:`ConflictError` when the HPA changed
+        since ``snapshot`` was read. Never sends maxReplicas, metrics or behavior."""
+        if min_replicas < 1:
+            raise ValueError(f"minReplicas must be >= 1, got {min_replicas}")
+        body: dict[str, Any] = {"spec": {"minReplicas": int(min_replicas)}}
+        if annotations:
+            body["metadata"] = {"annotations": dict(annotations)}
+        return await self._merge_patch_hpa(snapshot, body)
+
+    async def patch_hpa_annotations(
+        self, snapshot: HpaSnapshot, annotations: Mapping[str, str | None]
+    ) -> HpaSnapshot:
+        """Set or remove (``None``) annotations only; resourceVersion-guarded like above."""
+        return await self._merge_patch_hpa(
+            snapshot, {"metadata": {"annotations": dict(annotations)}}
+        )
+
+    # --- Events
+
+    async def create_event(
+        self,
+        involved: HpaSnapshot | ObjectRef,
+        reason: str,
+        message: str,
+        *,
+        now: datetime,
+        type_: Literal["Normal", "Warning"] = "Normal",
+    ) -> str:
+        """Create a core/v1 Event about ``involved`` (``kubectl describe`` shows it); returns
+        the Event's name, ``<object>.<hex>``."""
+        ref = involved.ref if isinstance(involved, HpaSnapshot) else involved
+        timestamp = _rfc3339(now)
+        involved_object: dict[str, Any] = {
+            "apiVersion": ref.api_version,
+            "kind": ref.kind,
+            "name": ref.name,
+            "namespace": ref.namespace,
+        }
+        if ref.uid:
+            involved_object["uid"] = ref.uid
+        name = f"{ref.name}.{uuid.uuid4().hex[:16]}"
+        body = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"name": name, "namespace": ref.namespace},
+            "involvedObject": involved_object,
+            "reason": reason,
+            "message": message[:1024],
+            "type": type_,
+            "source": {"component": EVENT_COMPONENT},
+            "reportingComponent": EVENT_COMPONENT,
+            "reportingInstance": self.reporting_instance,
+            "firstTimestamp": timestamp,
+            "lastTimestamp": timestamp,
+            "count": 1,
+        }
+        await _call(
+            self._core.create_namespaced_event(
+                ref.namespace, body, _request_timeout=self.request_timeout_seconds
+            )
+        )
+        return name
+
+    # --- ConfigMaps
+
+    async def read_configmap(self, namespace: str, name: str) -> tuple[dict[str, str], str]:
+        """``(data, resourceVersion)`` of a ConfigMap; :class:`NotFoundError` when absent."""
+        configmap = await _call(
+            self._core.read_namespaced_config_map(
+                name, namespace, _request_timeout=self.request_timeout_seconds
+            )
+        )
+        raw = self._json(configmap)
+        return (
+            {str(k): str(v) for k, v in (raw.get("data") or {}).items()},
+            str((raw.get("metadata") or {}).get("resourceVersion", "")),
+        )
+
+    async def watch_configmap(
+        self,
+        namespace: str,
+        name: str,
+        *,
+        watch_timeout_seconds: int = DEFAULT_WATCH_TIMEOUT_SECONDS,
+        backoff_seconds: Sequence[float] = DEFAULT_WATCH_BACKOFF_SECONDS,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> AsyncIterator[ConfigMapEvent]:
+        """Yield the ConfigMap's current state first (``DELETED`` when it is absent), then
+        every change. Dropped or expired watches are re-established from the last seen
+        resourceVersion (a 410 Gone re-lists); failures back off through ``backoff_seconds``
+        (the last delay repeats). 401/403 are raised: retrying cannot fix RBAC."""
+        selector = f"metadata.name={name}"
+        resource_version: str | None = None
+        failures = 0
+        while True:
+            try:
+                if resource_version is None:
+                    listed = self._json(
+                        await _call(
+                            self._core.list_namespaced_config_map(
+                                namespace,
+                                field_selector=selector,
+                                _request_timeout=self.request_timeout_seconds,
+                            )
+                        )
+                    )
+                    resource_version = str(listed["metadata"]["resourceVersion"])
+                    items = listed.get("items") or []
+                    if items:
+                        item = items[0]
+                        yield ConfigMapEvent(
+                            "ADDED",
+                            {str(k): str(v) for k, v in (item.get("data") or {}).items()},
+                            str(item["metadata"]["resourceVersion"]),
+                        )
+                    else:
+                        yield ConfigMapEvent("DELETED", {}, resource_version)
+                started = time.monotonic()
+                received = 0
+                async with watch.Watch() as stream:
+                    async for event in stream.stream(
+                        self._core.list_namespaced_config_map,
+                        namespace,
+                        field_selector=selector,
+                        resource_version=resource_version,
+                        timeout_seconds=watch_timeout_seconds,
+                        _request_timeout=(self.request_timeout_seconds, watch_timeout_seconds + 30),
+                    ):
+                        raw = event["raw_object"]
+                        event_type = event["type"]
+                        if event_type not in {"ADDED", "MODIFIED", "DELETED"}:
+                            continue  # BOOKMARK
+                        received += 1
+                        failures = 0
+                        resource_version = str(raw["metadata"]["resourceVersion"])
+                        data = {} if event_type == "DELETED" else raw.get("data") or {}
+                        yield ConfigMapEvent(
+                            event_type,
+                            {str(k): str(v) for k, v in data.items()},
+                            resource_version,
+                        )
+                if received == 0 and time.monotonic() - started < 1.0:
+                    failures += 1  # ended at once without news: do not spin
+                    await sleep(backoff_seconds[min(failures, len(backoff_seconds)) - 1])
+            except ApiException as error:  # raised by the watch stream itself
+                mapped = _error_from_api_exception(error)
+                if mapped.status == 410:
+                    resource_version = None
+                    continue
+                failures = await self._watch_failed(mapped, failures, backoff_seconds, sleep)
+            except KubeApiError as error:
+                if error.status == 410:
+                    resource_version = None
+                    continue
+                failures = await self._watch_failed(error, failures, backoff_seconds, sleep)
+            except (aiohttp.ClientError, TimeoutError) as error:
+                unavailable = KubeUnavailableError(0, f"{type(error).__name__}: {error}")
+                failures = await self._watch_failed(unavailable, failures, backoff_seconds, sleep)
+
+    @staticmethod
+    async def _watch_failed(
+        error: KubeApiError,
+        failures: int,
+        backoff_seconds: Sequence[float],
+        sleep: Callable[[float], Awaitable[None]],
+    ) -> int:
+        if error.status in {401, 403}:
+            raise error
+        failures += 1
+        delay = backoff_seconds[min(failures, len(backoff_seconds)) - 1] if backoff_seconds else 0
+        if error.retry_after_seconds is not None:
+            delay = max(delay, error.retry_after_seconds)
+        await sleep(delay)
+        return failures
+
+    # --- Leases
+
+    async def read_lease(self, namespace: str, name: str) -> dict[str, Any]:
+        lease = await _call(
+            self._coordination.read_namespaced_lease(
+                name, namespace, _request_timeout=self.request_timeout_seconds
+            )
+        )
+        return self._json(lease)
+
+    async def create_lease(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        lease = await _call(
+            self._coordination.create_namespaced_lease(
+                namespace, body, _request_timeout=self.request_timeout_seconds
+            )
+        )
+        return self._json(lease)
+
+    async def replace_lease(
+        self, namespace: str, name: str, body: dict[str, Any]
+    ) -> dict[str, Any]:
+        """PUT guarded by ``body.metadata.resourceVersion``: :class:`ConflictError` if stale."""
+        lease = await _call(
+            self._coordination.replace_namespaced_lease(
+                name, namespace, body, _request_timeout=self.request_timeout_seconds
+            )
+        )
+        return self._json(lease)
+
+
+# ---------------------------------------------------------------------------- leader election
+
+
+class LeaderElector:
+    """Leader election on a ``coordination.k8s.io/v1`` Lease, one step per call.
+
+    :meth:`try_acquire_or_renew` creates the Lease when absent, renews it while we hold it, and
+    takes it over when the holder's ``renewTime + leaseDurationSeconds`` has passed. Every
+    write is a resourceVersion-guarded create or replace, so of two racing electors exactly one
+    wins; the other sees 409 and returns ``False``. The caller runs it every
+    ``renew_period_seconds`` and passes ``now``.
+    """
+
+    def __init__(
+        self,
+        client: KubeClient,
+        namespace: str,
+        name: str,
+        identity: str,
+        *,
+        lease_duration_seconds: int = 15,
+        renew_period_seconds: float = 5,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        if not 0 < renew_period_seconds < lease_duration_seconds:
+            raise ValueError("need 0 < renew_period_seconds < lease_duration_seconds")
+        self.client = client
+        self.namespace = namespace
+        self.name = name
+        self.identity = identity
+        self.lease_duration_seconds = lease_duration_seconds
+        self.renew_period_seconds = renew_period_seconds
+        self.clock = clock
+        self._is_leader = False
+        self._renewed_at: datetime | None = None
+
+    @property
+    def is_leader(self) -> bool:
+        """Whether the last attempt left us holding the Lease."""
+        return self._is_leader
+
+    def _spec(self, now: datetime, *, acquire: datetime, transitions: int) -> dict[str, Any]:
+        return {
+            "holderIdentity": self.identity,
+            "leaseDurationSeconds": self.lease_duration_seconds,
+            "acquireTime": _rfc3339_micro(acquire),
+            "renewTime": _rfc3339_micro(now),
+            "leaseTransitions": transitions,
+        }
+
+    async def try_acquire_or_renew(self, now: datetime | None = None) -> bool:
+        """One election step. Returns whether we lead now. API errors other than 409 are
+        raised (typed); we then stay leader only until the renew deadline (lease duration
+        minus one renew period after the last successful renew) has passed."""
+        now = now or self.clock()
+        _require_aware(now)
+        try:
+            won = await self._step(now)
+        except ConflictError:
+            won = False
+        except KubeApiError:
+            deadline = timedelta(seconds=self.lease_duration_seconds - self.renew_period_seconds)
+            if self._renewed_at is None or now >= self._renewed_at + deadline:
+                self._is_leader = False
+            raise
+        self._is_leader = won
+        if won:
+            self._renewed_at = now
+        return won
+
+    async def _step(self, now: datetime) -> bool:
+        try:
+            lease = await self.client.read_lease(self.namespace, self.name)
+        except NotFoundError:
+            await self.client.create_lease(
+                self.namespace,
+                {
+                    "apiVersion": "coordination.k8s.io/v1",
+                    "kind": "Lease",
+                    "metadata": {"name": self.name, "namespace": self.namespace},
+                    "spec": self._spec(now, acquire=now, transitions=0),
+                },
+            )
+            return True
+        spec = lease.get("spec") or {}
+        holder = spec.get("holderIdentity") or ""
+        transitions = int(spec.get("leaseTransitions") or 0)
+        if holder == self.identity:
+            acquired = _parse_time(spec.get("acquireTime")) or now
+            new_spec = self._spec(now, acquire=acquired, transitions=transitions)
+        else:
+            renewed = _parse_time(spec.get("renewTime"))
+            duration = int(spec.get("leaseDurationSeconds") or self.lease_duration_seconds)
+            if holder and renewed is not None and renewed + timedelta(seconds=duration) >= now:
+                return False  # held by someone else and not expired
+            new_spec = self._spec(now, acquire=now, transitions=transitions + (1 if holder else 0))
+        meta = lease.get("metadata") or {}
+        await self.client.replace_lease(
+            self.namespace,
+            self.name,
+            {
+                "apiVersion": "coordination.k8s.io/v1",
+                "kind": "Lease",
+                "metadata": {
+                    "name": self.name,
+                    "namespace": self.namespace,
+                    "resourceVersion": meta.get("resourceVersion"),
+                    **({"labels": meta["labels"]} if meta.get("labels") else {}),
+                    **({"annotations": meta["annotations"]} if meta.get("annotations") else {}),
+                },
+                "spec": new_spec,
+            },
+        )
+        return True
+
+    async def release(self, now: datetime | None = None) -> None:
+        """Give the Lease up at once (holder cleared) if we hold it, so a standby takes over
+        without waiting for expiry. Losing a race here is fine: someone else holds it."""
+        if not self._is_leader:
+            return
+        now = now or self.clock()
+        self._is_leader = False
+        self._renewed_at = None
+        try:
+            lease = await self.client.read_lease(self.namespace, self.name)
+            spec = lease.get("spec") or {}
+            if spec.get("holderIdentity") != self.identity:
+                return
+            meta = lease.get("metadata") or {}
+            await self.client.replace_lease(
+                self.namespace,
+                self.name,
+                {
+                    "apiVersion": "coordination.k8s.io/v1",
+                    "kind": "Lease",
+                    "metadata": {
+                        "name": self.name,
+                        "namespace": self.namespace,
+                        "resourceVersion": meta.get("resourceVersion"),
+                    },
+                    "spec": {
+                        "leaseDurationSeconds": 1,
+                        "renewTime": _rfc3339_micro(now),
+                        "leaseTransitions": int(spec.get("leaseTransitions") or 0),
+                    },
+                },
+            )
+        except (ConflictError, NotFoundError):
+            return
+
+
+# ---------------------------------------------------------------------------- configuration
+
+
+class _TimeoutApiClient(client.ApiClient):
+    """An ApiClient whose requests time out by default (the library's default is never)."""
+
+    def __init__(self, configuration: client.Configuration, timeout_seconds: float) -> None:
+        super().__init__(configuration=configuration)
+        self._default_timeout_seconds = timeout_seconds
+
+    def request(
+        self,
+        method: Any,
+        url: Any,
+        query_params: Any | None = None,
+        headers: dict[str, Any] | None = None,
+        post_params: dict[str, Any] | None = None,
+        body: Any | None = None,
+        _preload_content: bool = True,
+        _request_timeout: Any = None,
+    ) -> Any:
+        timeout = self._default_timeout_seconds if _request_timeout is None else _request_timeout
+        return super().request(
+            method,
+            url,
+            query_params=query_params,
+            headers=headers,
+            post_params=post_params,
+            body=body,
+            _preload_content=_preload_content,
+            _request_timeout=timeout,
+        )
+
+
+def _in_cluster() -> bool:
+    return bool(os.environ.get("KUBERNETES_SERVICE_HOST")) and os.path.exists(
+        incluster_config.SERVICE_TOKEN_FILENAME
+    )
+
+
+async def load_api_client(
+    kubeconfig: str | None = None,
+    context: str | None = None,
+    *,
+    request_timeout_seconds: float = DEFAULT_REQUEST_TIMEOUT_SECONDS,
+) -> client.ApiClient:
+    """An ApiClient from the in-cluster service account when no kubeconfig is given and we run
+    in a pod, else from ``kubeconfig`` (default ``~/.kube/config``, or ``$KUBECONFIG``) and
+    ``context``. Requests without their own timeout get ``request_timeout_seconds``. The caller
+    closes it."""
+    configuration = client.Configuration()
+    if kubeconfig is None and context is None and _in_cluster():
+        incluster_config.load_incluster_config(  # type: ignore[no-untyped-call]
+            client_configuration=configuration
+        )
+    else:
+        path = kubeconfig or os.environ.get("KUBECONFIG", "").split(os.pathsep)[0] or None
+        await kube_config.load_kube_config(
+            config_file=path,
+            context=context,
+            client_configuration=configuration,
+            persist_config=False,
+        )
+    return _TimeoutApiClient(configuration, request_timeout_seconds)

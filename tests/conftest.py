@@ -1,0 +1,1 @@
+pytest_plugins = ["tests.kube_double.fixtures", "tests.prom_fixtures"]
