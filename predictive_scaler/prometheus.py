@@ -1,0 +1,760 @@
+"""Metric source adapter: PromQL range and instant queries against Prometheus.
+
+The only module that imports `prometheus_api_client`. It renders query templates safely
+(`render_query`, `render_matchers`), runs the blocking client in a worker thread with finite
+timeouts, and turns every answer into a value: `fetch_range` never raises for a bad answer or
+an unreachable server; it returns a `RangeResult` whose `status` says what happened and whose
+one-line `message` says why (never containing a credential).
+
+Secrets (bearer token, basic-auth password) live in files and are read at request time, so
+rotated credentials are picked up without a restart; they never appear in `repr`, messages
+or logs.
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import base64
+import enum
+import json
+import math
+import os
+import re
+import ssl
+import string
+import types
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Final, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import numpy as np
+import numpy.typing as npt
+import requests
+import requests.auth
+import urllib3.exceptions
+from prometheus_api_client import PrometheusConnect
+from prometheus_api_client.exceptions import PrometheusApiClientException
+from urllib3.util.retry import Retry
+
+__all__ = [
+    "MAX_POINTS_PER_QUERY",
+    "PrometheusError",
+    "PrometheusQueryError",
+    "PrometheusSettings",
+    "PrometheusSource",
+    "PrometheusUnavailable",
+    "RangeResult",
+    "RangeStatus",
+    "escape_promql_string",
+    "render_matchers",
+    "render_query",
+]
+
+MAX_POINTS_PER_QUERY: Final = 10_000
+"""Points per series per range request; Prometheus rejects more than 11,000."""
+
+_MESSAGE_LIMIT: Final = 300
+_LABEL_NAME: Final = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+_T = TypeVar("_T")
+
+
+# --------------------------------------------------------------------------- errors
+
+
+class PrometheusError(Exception):
+    """A Prometheus request failed; the message is one line and holds no secret."""
+
+
+class PrometheusUnavailable(PrometheusError):
+    """The server could not be reached or did not answer in time (or answered 5xx)."""
+
+
+class PrometheusQueryError(PrometheusError):
+    """The server answered, but rejected the query or gave an unusable answer."""
+
+
+# --------------------------------------------------------------------------- settings
+
+
+@dataclass(frozen=True, repr=False)
+class PrometheusSettings:
+    """How to reach Prometheus (or a compatible API: Thanos, Mimir, VictoriaMetrics)."""
+
+    url: str
+    """Base URL of the HTTP API, e.g. `http://prometheus.monitoring:9090` (no `/api/v1`)."""
+
+    timeout_seconds: float = 10.0
+    """Per-request timeout: connect and read in `requests`, and the server's query timeout."""
+
+    bearer_token_file: str | os.PathLike[str] | None = None
+    """File holding a bearer token, re-read on every request (rotated tokens are picked up)."""
+
+    basic_auth_username: str | None = None
+    """Basic-auth user name; needs `basic_auth_password_file`."""
+
+    basic_auth_password_file: str | os.PathLike[str] | None = field(default=None, repr=False)
+    """File holding the basic-auth password, re-read on every request; never logged."""
+
+    ca_bundle: str | os.PathLike[str] | None = None
+    """PEM file of CA certificates to verify the server with (instead of the system store)."""
+
+    verify_tls: bool = True
+    """Verify the server's TLS certificate. Turning it off is for tests only."""
+
+    headers: Mapping[str, str] = field(default_factory=dict, hash=False, repr=False)
+    """Extra request headers, e.g. `X-Scope-OrgID` for Mimir/Cortex/Thanos tenants."""
+
+    def __post_init__(self) -> None:
+        parts = urlsplit(self.url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(
+                f"url must be an http(s) URL with a host, got {_redact_url(self.url)!r}"
+            )
+        if not (self.timeout_seconds > 0 and math.isfinite(self.timeout_seconds)):
+            raise ValueError(
+                f"timeout_seconds must be a positive number, got {self.timeout_seconds}"
+            )
+        if self.bearer_token_file is not None and self.basic_auth_username is not None:
+            raise ValueError("use either bearer_token_file or basic auth, not both")
+        if (self.basic_auth_username is None) != (self.basic_auth_password_file is None):
+            raise ValueError("basic_auth_username and basic_auth_password_file go together")
+        if self.ca_bundle is not None and not self.verify_tls:
+            raise ValueError("ca_bundle is set but verify_tls is false: choose one")
+        object.__setattr__(self, "headers", types.MappingProxyType(dict(self.headers)))
+
+    def __repr__(self) -> str:
+        # Header values may be credentials (API keys): show names only. URL user-info is hidden.
+        return (
+            f"PrometheusSettings(url={_redact_url(self.url)!r}, "
+            f"timeout_seconds={self.timeout_seconds!r}, "
+            f"bearer_token_file={self.bearer_token_file!r}, "
+            f"basic_auth_username={self.basic_auth_username!r}, "
+            f"basic_auth_password_file={'<set>' if self.basic_auth_password_file else None}, "
+            f"ca_bundle={self.ca_bundle!r}, verify_tls={self.verify_tls!r}, "
+            f"headers=<{', '.join(sorted(self.headers)) or 'none'}>)"
+        )
+
+    __str__ = __repr__
+
+
+# --------------------------------------------------------------------------- query rendering
+
+
+_NAMED_ESCAPES: Final = {
+    "\\": "\\\\",
+    "\a": "\\a",
+    "\b": "\\b",
+    "\f": "\\f",
+    "\n": "\\n",
+    "\r": "\\r",
+    "\t": "\\t",
+    "\v": "\\v",
+}
+
+
+def escape_promql_string(value: str, quote: str = '"') -> str:
+    """Escape `value` as the body of a PromQL string literal delimited by `quote` (" or ').
+
+    Backslash, the quote character and control characters are escaped, so the value can
+    never end the literal: `"} or vector(1) #` stays a label value.
+    """
+    if quote not in ('"', "'"):
+        raise ValueError("only double- and single-quoted PromQL strings can carry escapes")
+    out: list[str] = []
+    for ch in value:
+        if ch in _NAMED_ESCAPES:
+            out.append(_NAMED_ESCAPES[ch])
+        elif ch == quote:
+            out.append("\\" + ch)
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            out.append(f"\\u{ord(ch):04x}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def render_matchers(labels: Mapping[str, str]) -> str:
+    """Render equality matchers `k1="v1",k2="v2"` (in the mapping's order).
+
+    Label names must match `[a-zA-Z_][a-zA-Z0-9_]*`; values are escaped. Pass the result to
+    `render_query` as a raw fragment, e.g. `raw={"matchers": render_matchers(...)}`.
+    """
+    parts = []
+    for name, value in labels.items():
+        if not _LABEL_NAME.match(name):
+            raise ValueError(f"invalid label name {name!r}: must match [a-zA-Z_][a-zA-Z0-9_]*")
+        parts.append(f'{name}="{escape_promql_string(value)}"')
+    return ",".join(parts)
+
+
+class _QuoteTracker:
+    """Tracks whether a position in PromQL text is inside a string literal or a comment."""
+
+    def __init__(self) -> None:
+        self.quote: str | None = None
+        self.escaped = False
+        self.comment = False
+
+    def feed(self, text: str) -> None:
+        for ch in text:
+            if self.comment:
+                self.comment = ch != "\n"
+            elif self.quote is None:
+                if ch in "\"'`":
+                    self.quote = ch
+                elif ch == "#":
+                    self.comment = True
+            elif self.escaped:
+                self.escaped = False
+            elif ch == "\\" and self.quote != "`":
+                self.escaped = True
+            elif ch == self.quote:
+                self.quote = None
+
+
+def render_query(
+    template: str,
+    variables: Mapping[str, str],
+    *,
+    raw: Mapping[str, str] | None = None,
+) -> str:
+    """Substitute `${name}` (or `$name`; `$$` is a literal `$`) placeholders in a PromQL template.
+
+    `variables` are untrusted values (namespace, pod names): each placeholder for one must sit
+    inside a double- or single-quoted string literal of the template, e.g.
+    `namespace="${namespace}"`, and the value is escaped for that literal, so it cannot
+    inject PromQL. `raw` holds trusted, pre-rendered fragments inserted verbatim outside string
+    literals, typically `raw={"matchers": render_matchers(labels)}` for `metric{${matchers}}`.
+    An unknown placeholder, a variable placeholder outside a string literal (or inside a
+    backtick string, which has no escapes) and a raw placeholder inside one raise ValueError.
+    """
+    raw = raw or {}
+    both = sorted(set(variables) & set(raw))
+    if both:
+        raise ValueError(f"placeholders given both as variables and raw: {', '.join(both)}")
+    tracker = _QuoteTracker()
+    out: list[str] = []
+    position = 0
+    for match in string.Template.pattern.finditer(template):
+        literal = template[position : match.start()]
+        tracker.feed(literal)
+        out.append(literal)
+        position = match.end()
+        if match.group("escaped") is not None:
+            tracker.feed("$")
+            out.append("$")
+            continue
+        name = match.group("named") or match.group("braced")
+        if name is None:
+            raise ValueError(f"invalid placeholder at offset {match.start()} of the query template")
+        if name in raw:
+            if tracker.quote is not None or tracker.comment:
+                raise ValueError(
+                    f"raw placeholder ${{{name}}} must not be inside a string or comment"
+                )
+            tracker.feed(raw[name])
+            out.append(raw[name])
+        elif name in variables:
+            if tracker.quote not in ('"', "'") or tracker.comment:
+                raise ValueError(
+                    f"placeholder ${{{name}}} must be inside a quoted PromQL string, "
+                    f'e.g. label="${{{name}}}"'
+                )
+            if tracker.escaped:
+                raise ValueError(f"placeholder ${{{name}}} must not follow a backslash")
+            out.append(escape_promql_string(variables[name], tracker.quote))
+        else:
+            known = ", ".join(sorted([*variables, *raw])) or "none"
+            raise ValueError(f"unknown placeholder ${{{name}}} in query template (known: {known})")
+    out.append(template[position:])
+    return "".join(out)
+
+
+# --------------------------------------------------------------------------- results
+
+
+class RangeStatus(enum.Enum):
+    """Outcome of a range query."""
+
+    OK = "ok"
+    """Every step has a finite value and every series has a sample at every step."""
+    EMPTY = "empty"
+    """The query matched no series."""
+    PARTIAL = "partial"
+    """Values came back, but some steps are NaN or missing in some series (see message)."""
+    ERROR = "error"
+    """No usable answer: unreachable, timed out, HTTP error, bad query, invalid JSON."""
+
+
+@dataclass(frozen=True, eq=False)
+class RangeResult:
+    """A range query's answer on the regular grid `start, start + step, ... <= end`.
+
+    `values` is the per-step sum over all returned series (the demand is an aggregate); a
+    step is NaN when no series has a sample there or when a sample at it is NaN/Inf. A series
+    missing at a step where others have samples is summed over the series present (a pod that
+    did not exist held no cache) and the result is PARTIAL. The arrays are read-only.
+    """
+
+    status: RangeStatus
+    timestamps: npt.NDArray[np.float64]
+    """Unix seconds of the grid."""
+    values: npt.NDArray[np.float64]
+    message: str = ""
+    """One line: why the status is not OK, or a short summary."""
+    series_count: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.status is RangeStatus.OK
+
+
+# --------------------------------------------------------------------------- source
+
+
+class PrometheusSource:
+    """Reads PromQL ranges and instants from one Prometheus, off the event loop.
+
+    Blocking `prometheus_api_client` calls run in a worker thread (`asyncio.to_thread`),
+    bounded by the requests timeout and by `asyncio.wait_for`. Close it (`await aclose()` or
+    `async with`) to release pooled connections; closing twice is safe.
+    """
+
+    def __init__(
+        self,
+        settings: PrometheusSettings,
+        *,
+        max_points_per_query: int = MAX_POINTS_PER_QUERY,
+    ) -> None:
+        if not 1 <= max_points_per_query <= 11_000:
+            raise ValueError("max_points_per_query must be within 1..11000")
+        self.settings = settings
+        self._max_points = max_points_per_query
+        self._url = settings.url.rstrip("/")
+        self._display_url = _redact_url(self._url)
+        self._auth = _FileAuth(settings)
+        # Hard bound on one call, past the requests timeouts (connect + read are separate).
+        self._deadline_seconds = 2 * settings.timeout_seconds + 1.0
+        self._session = requests.Session()
+        # PrometheusConnect ignores `disable_ssl` when given a session: verification is set here.
+        self._session.verify = (
+            os.fspath(settings.ca_bundle) if settings.ca_bundle is not None else settings.verify_tls
+        )
+        if self._auth.active:
+            self._session.auth = self._auth
+        self._client: Any = PrometheusConnect(
+            url=self._url,
+            headers=dict(settings.headers) or None,
+            disable_ssl=not settings.verify_tls,
+            # One quick retry of a failed connect; never retry reads (that would double the
+            # timeout) nor statuses (the controller retries next cycle anyway).
+            retry=Retry(
+                total=1,
+                connect=1,
+                read=False,
+                status=0,
+                other=0,
+                backoff_factor=0.0,
+                raise_on_status=False,
+                respect_retry_after_header=False,
+            ),
+            session=self._session,
+            timeout=settings.timeout_seconds,
+        )
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"PrometheusSource({self.settings!r})"
+
+    async def __aenter__(self) -> PrometheusSource:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release pooled connections. Safe to call twice."""
+        if not self._closed:
+            self._closed = True
+            self._session.close()
+
+    # ----------------------------------------------------------------- public queries
+
+    async def fetch_range(
+        self,
+        query: str,
+        start: datetime,
+        end: datetime,
+        step_seconds: float,
+    ) -> RangeResult:
+        """Evaluate `query` at `start, start + step, ..., <= end`; sum the series per step.
+
+        Never raises for a failed request or a bad answer: the status says what happened.
+        Raises ValueError only for invalid arguments (naive datetimes, step <= 0, end < start).
+        Long ranges are split into requests of at most `max_points_per_query` points.
+        """
+        start_s, end_s = _unix_seconds(start, "start"), _unix_seconds(end, "end")
+        if not (step_seconds > 0 and math.isfinite(step_seconds)):
+            raise ValueError(f"step_seconds must be a positive number, got {step_seconds}")
+        if end_s < start_s:
+            raise ValueError("end is before start")
+        n_steps = math.floor((end_s - start_s) / step_seconds + 1e-9) + 1
+        grid = start_s + np.arange(n_steps, dtype=np.float64) * step_seconds
+        sums = np.zeros(n_steps)
+        present = np.zeros(n_steps, dtype=np.int64)
+        nonfinite_steps = np.zeros(n_steps, dtype=bool)
+        nonfinite_samples = 0
+        series_keys: set[tuple[tuple[str, str], ...]] = set()
+
+        for first in range(0, n_steps, self._max_points):
+            last = min(n_steps, first + self._max_points) - 1
+            try:
+                result = await self._call(
+                    self._query_range_blocking,
+                    query,
+                    float(grid[first]),
+                    float(grid[last]),
+                    step_seconds,
+                )
+                chunk = _parse_matrix(result)
+            except Exception as exc:  # every failure becomes a value, not a raise
+                return _error_result(grid, f"range query failed: {self._describe(exc)}")
+            for labels, ts, samples in chunk:
+                series_keys.add(labels)
+                index = np.rint((ts - start_s) / step_seconds).astype(np.int64)
+                keep = (index >= 0) & (index < n_steps)
+                index, vs = index[keep], samples[keep]
+                finite = np.isfinite(vs)
+                np.add.at(sums, index[finite], vs[finite])
+                np.add.at(present, index, 1)
+                nonfinite_steps[index[~finite]] = True
+                nonfinite_samples += int((~finite).sum())
+
+        n_series = len(series_keys)
+        if n_series == 0:
+            return _freeze(
+                RangeStatus.EMPTY, grid, np.full(n_steps, np.nan), "query returned no series", 0
+            )
+        values = np.where((present > 0) & ~nonfinite_steps, sums, np.nan)
+        problems = []
+        no_sample = int((present == 0).sum())
+        if no_sample:
+            problems.append(f"{no_sample} of {n_steps} steps have no sample")
+        some_missing = int(((present > 0) & (present < n_series)).sum())
+        if some_missing:
+            problems.append(
+                f"{some_missing} steps lack a sample in some of the {n_series} series "
+                "(summed over the series present)"
+            )
+        if nonfinite_samples:
+            problems.append(
+                f"{nonfinite_samples} NaN/Inf samples made {int(nonfinite_steps.sum())} steps NaN"
+            )
+        if problems:
+            return _freeze(RangeStatus.PARTIAL, grid, values, "; ".join(problems), n_series)
+        summary = f"{n_series} series summed over {n_steps} steps"
+        return _freeze(RangeStatus.OK, grid, values, summary, n_series)
+
+    async def fetch_instant(self, query: str, at: datetime) -> float | None:
+        """Evaluate `query` at `at`; the sum over the returned series.
+
+        Returns None when the query matched no series, NaN when a sample is NaN/Inf. Raises
+        PrometheusUnavailable (unreachable, timeout, 5xx) or PrometheusQueryError (rejected
+        query, unusable answer), each with a one-line message.
+        """
+        at_s = _unix_seconds(at, "at")
+        try:
+            result = await self._call(self._query_instant_blocking, query, at_s)
+            samples = _parse_instant(result)
+        except Exception as exc:
+            raise self._classify(exc, "instant query failed: ") from None
+        if not samples:
+            return None
+        if not all(math.isfinite(v) for v in samples):
+            return math.nan
+        return math.fsum(samples)
+
+    async def check(self) -> None:
+        """Raise PrometheusUnavailable unless the server answers a trivial query."""
+        try:
+            result = await self._call(self._query_instant_blocking, "vector(1)", None)
+            samples = _parse_instant(result)
+        except Exception as exc:
+            raise PrometheusUnavailable(
+                f"Prometheus at {self._display_url} is unavailable: {self._describe(exc)}"
+            ) from None
+        if samples != [1.0]:
+            raise PrometheusUnavailable(
+                f"Prometheus at {self._display_url} gave an unexpected answer to vector(1)"
+            )
+
+    # ----------------------------------------------------------------- blocking calls
+
+    async def _call(self, func: Callable[..., _T], *args: Any) -> _T:
+        if self._closed:
+            raise PrometheusError("the Prometheus source is closed")
+        return await asyncio.wait_for(
+            asyncio.to_thread(func, *args), timeout=self._deadline_seconds
+        )
+
+    def _server_timeout(self) -> str:
+        return repr(float(self.settings.timeout_seconds))
+
+    def _query_range_blocking(
+        self, query: str, start_s: float, end_s: float, step_seconds: float
+    ) -> Any:
+        # start/end go in `params` to keep millisecond precision (the client rounds to seconds).
+        return self._client.custom_query_range(
+            query=query,
+            start_time=datetime.fromtimestamp(start_s).astimezone(),
+            end_time=datetime.fromtimestamp(end_s).astimezone(),
+            step=repr(float(step_seconds)),
+            params={
+                "start": f"{start_s:.3f}",
+                "end": f"{end_s:.3f}",
+                "timeout": self._server_timeout(),
+            },
+            timeout=self.settings.timeout_seconds,
+        )
+
+    def _query_instant_blocking(self, query: str, at_s: float | None) -> Any:
+        params = {"timeout": self._server_timeout()}
+        if at_s is not None:
+            params["time"] = f"{at_s:.3f}"
+        return self._client.custom_query(
+            query=query, params=params, timeout=self.settings.timeout_seconds
+        )
+
+    # ----------------------------------------------------------------- error messages
+
+    def _describe(self, exc: BaseException) -> str:
+        return _one_line(_describe_error(exc, self._display_url, self.settings), self._auth)
+
+    def _classify(self, exc: BaseException, prefix: str) -> PrometheusError:
+        message = prefix + self._describe(exc)
+        if isinstance(exc, PrometheusApiClientException):
+            code = _http_status(str(exc))
+            if code is not None and code < 500:
+                return PrometheusQueryError(message)
+            return PrometheusUnavailable(message)
+        if isinstance(exc, (requests.ConnectionError, requests.Timeout, TimeoutError)):
+            return PrometheusUnavailable(message)
+        return PrometheusQueryError(message)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+class _SecretFileError(PrometheusError):
+    """A credential file could not be read."""
+
+
+class _FileAuth(requests.auth.AuthBase):
+    """Sets Authorization from files read at request time; remembers secrets to redact them."""
+
+    def __init__(self, settings: PrometheusSettings) -> None:
+        self._settings = settings
+        self._seen: set[str] = set()
+
+    @property
+    def active(self) -> bool:
+        settings = self._settings
+        return settings.bearer_token_file is not None or settings.basic_auth_username is not None
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        settings = self._settings
+        if settings.bearer_token_file is not None:
+            token = self._read(settings.bearer_token_file, "bearer token")
+            request.headers["Authorization"] = f"Bearer {token}"
+        elif settings.basic_auth_username is not None and settings.basic_auth_password_file:
+            password = self._read(settings.basic_auth_password_file, "basic-auth password")
+            pair = f"{settings.basic_auth_username}:{password}".encode()
+            credentials = base64.b64encode(pair).decode("ascii")
+            self._seen.add(credentials)
+            request.headers["Authorization"] = f"Basic {credentials}"
+        return request
+
+    def _read(self, path: str | os.PathLike[str], what: str) -> str:
+        try:
+            with open(path, encoding="utf-8") as secret_file:
+                secret = secret_file.read().strip()
+        except OSError as exc:
+            message = f"cannot read {what} file {os.fspath(path)}: {exc.strerror}"
+            raise _SecretFileError(message) from None
+        if not secret:
+            raise _SecretFileError(f"{what} file {os.fspath(path)} is empty")
+        if len(self._seen) > 16:  # bound the memory of rotated secrets
+            self._seen.clear()
+        self._seen.add(secret)
+        return secret
+
+    def redact(self, text: str) -> str:
+        for secret in tuple(self._seen):  # tuple(): worker threads may add meanwhile
+            text = text.replace(secret, "<redacted>")
+        return text
+
+
+def _unix_seconds(moment: datetime, name: str) -> float:
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError(f"{name} must be a timezone-aware datetime")
+    return round(moment.timestamp(), 3)
+
+
+def _redact_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def _one_line(text: str, auth: _FileAuth) -> str:
+    text = " ".join(auth.redact(text).split())
+    if len(text) > _MESSAGE_LIMIT:
+        text = text[: _MESSAGE_LIMIT - 1] + "…"
+    return text
+
+
+_STATUS_RE: Final = re.compile(r"^HTTP Status Code (\d+) \((.*)\)$", re.DOTALL)
+
+
+def _http_status(client_message: str) -> int | None:
+    match = _STATUS_RE.match(client_message)
+    return int(match.group(1)) if match else None
+
+
+def _describe_http_error(client_message: str) -> str:
+    """`HTTP Status Code 400 (b'{"status":"error",...}')` -> `HTTP 400: bad_data: ...`."""
+    match = _STATUS_RE.match(client_message)
+    if not match:
+        return client_message
+    code, body_repr = match.groups()
+    body = body_repr
+    try:
+        raw_body = ast.literal_eval(body_repr)
+        body = raw_body.decode("utf-8", "replace") if isinstance(raw_body, bytes) else body_repr
+        payload = json.loads(body)
+        if isinstance(payload, dict) and "error" in payload:
+            return f"HTTP {code}: {payload.get('errorType', 'error')}: {payload['error']}"
+    except (ValueError, SyntaxError):
+        pass
+    return f"HTTP {code}: {body[:200]}" if body.strip() else f"HTTP {code}"
+
+
+def _exception_chain(exc: BaseException) -> list[BaseException]:
+    """The exception, its causes, contexts, urllib3 reasons and exception args, outermost first."""
+    seen: set[int] = set()
+    chain: list[BaseException] = []
+    stack: list[BaseException] = [exc]
+    while stack:
+        current = stack.pop(0)
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        chain.append(current)
+        for linked in (getattr(current, "reason", None), current.__cause__, current.__context__):
+            if isinstance(linked, BaseException):
+                stack.append(linked)
+        stack.extend(arg for arg in current.args if isinstance(arg, BaseException))
+    return chain
+
+
+def _root_cause(exc: BaseException) -> str:
+    chain = _exception_chain(exc)
+    for item in chain:
+        if isinstance(item, ssl.SSLError):
+            return str(item)
+    causes = [item.strerror for item in chain if isinstance(item, OSError) and item.strerror]
+    return causes[-1] if causes else type(chain[-1]).__name__
+
+
+def _describe_error(exc: BaseException, url: str, settings: PrometheusSettings) -> str:
+    timeout = settings.timeout_seconds
+    if isinstance(exc, PrometheusError):
+        return str(exc)
+    if isinstance(exc, PrometheusApiClientException):
+        return _describe_http_error(str(exc))
+    if type(exc) is TimeoutError:  # asyncio.wait_for's deadline; requests' own are wrapped
+        return f"no answer from {url} within {2 * timeout + 1:g}s"
+    if isinstance(exc, requests.ConnectTimeout):
+        return f"timed out connecting to {url} after {timeout:g}s"
+    if isinstance(exc, requests.ReadTimeout) or (
+        isinstance(exc, requests.ConnectionError)
+        and any(isinstance(e, urllib3.exceptions.ReadTimeoutError) for e in _exception_chain(exc))
+    ):
+        return f"no response from {url} within {timeout:g}s"
+    if isinstance(exc, requests.exceptions.SSLError):
+        return f"TLS error talking to {url}: {_root_cause(exc)}"
+    if isinstance(exc, requests.exceptions.JSONDecodeError):
+        return f"invalid JSON in the answer from {url}"
+    if isinstance(exc, requests.ConnectionError):
+        return f"cannot connect to {url}: {_root_cause(exc)}"
+    if isinstance(exc, requests.RequestException):
+        return f"request to {url} failed: {type(exc).__name__}"
+    if isinstance(exc, _ShapeError):
+        return f"unexpected answer from {url}: {exc}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+class _ShapeError(ValueError):
+    """The JSON answer does not have the shape of a Prometheus API result."""
+
+
+_Series = tuple[tuple[tuple[str, str], ...], npt.NDArray[np.float64], npt.NDArray[np.float64]]
+
+
+def _parse_matrix(result: Any) -> list[_Series]:
+    if not isinstance(result, list):
+        raise _ShapeError("range result is not a list of series")
+    parsed: list[_Series] = []
+    for item in result:
+        if not isinstance(item, dict) or not isinstance(item.get("values"), list):
+            raise _ShapeError("a series has no 'values' list")
+        metric = item.get("metric") or {}
+        if not isinstance(metric, dict):
+            raise _ShapeError("a series' 'metric' is not an object")
+        labels = tuple(sorted((str(k), str(v)) for k, v in metric.items()))
+        try:
+            ts = np.array([float(p[0]) for p in item["values"]], dtype=np.float64)
+            vs = np.array([float(p[1]) for p in item["values"]], dtype=np.float64)
+        except (TypeError, ValueError, IndexError, KeyError):
+            raise _ShapeError("a sample is not a [timestamp, value] pair") from None
+        parsed.append((labels, ts, vs))
+    return parsed
+
+
+def _parse_instant(result: Any) -> list[float]:
+    """Samples of a vector result, or the one value of a scalar result."""
+    try:
+        if isinstance(result, list) and len(result) == 2 and not isinstance(result[0], dict):
+            return [float(result[1])]  # resultType scalar: [timestamp, "value"]
+        if not isinstance(result, list):
+            raise _ShapeError("instant result is neither a vector nor a scalar")
+        return [float(item["value"][1]) for item in result]
+    except (TypeError, ValueError, IndexError, KeyError):
+        raise _ShapeError("instant result is neither a vector nor a scalar") from None
+
+
+def _freeze(
+    status: RangeStatus,
+    timestamps: npt.NDArray[np.float64],
+    values: npt.NDArray[np.float64],
+    message: str,
+    series_count: int,
+) -> RangeResult:
+    timestamps = np.array(timestamps, dtype=np.float64)
+    values = np.array(values, dtype=np.float64)
+    timestamps.setflags(write=False)
+    values.setflags(write=False)
+    return RangeResult(status, timestamps, values, message, series_count)
+
+
+def _error_result(grid: npt.NDArray[np.float64], message: str) -> RangeResult:
+    return _freeze(RangeStatus.ERROR, grid, np.full(grid.shape, np.nan), message, 0)
