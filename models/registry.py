@@ -18,10 +18,12 @@ from models.holt_winters import HoltWinters
 from models.linear import LinearTrend
 from models.mstl import MSTLModel
 from models.sarima import Sarima
+from models.ses import SimpleExponentialSmoothing
 
 SINGLE_MODELS: dict[str, type[Model]] = {
     Persistence.name: Persistence,
     SeasonalNaive.name: SeasonalNaive,
+    SimpleExponentialSmoothing.name: SimpleExponentialSmoothing,
     LinearTrend.name: LinearTrend,
     HoltWinters.name: HoltWinters,
     MSTLModel.name: MSTLModel,
@@ -36,6 +38,7 @@ FALLBACK: dict[str, str] = {
     Sarima.name: HoltWinters.name,
     HoltWinters.name: Persistence.name,
     SeasonalNaive.name: Persistence.name,
+    SimpleExponentialSmoothing.name: Persistence.name,
     LinearTrend.name: Persistence.name,
 }
 

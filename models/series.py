@@ -101,7 +101,8 @@ def regularize(
 ) -> tuple[float, float, FloatArray]:
     """Put irregular samples onto a regular grid: (start, step, values with NaN for gaps).
 
-    The step defaults to the median spacing. Duplicate timestamps keep the last sample.
+    The step defaults to the most common spacing (a median would be thrown off by gaps).
+    Duplicate timestamps keep the last sample.
     """
     ts = np.asarray(timestamps, dtype=np.float64)
     vs = as_series(values)
@@ -116,7 +117,8 @@ def regularize(
         spacing = spacing[spacing > 0]
         if spacing.size == 0:
             raise InvalidSeries("need at least two distinct timestamps to infer the step")
-        step_seconds = float(np.median(spacing))
+        values_, counts = np.unique(np.round(spacing, 6), return_counts=True)
+        step_seconds = float(values_[np.argmax(counts)])
     start = float(ts[0])
     index = np.rint((ts - start) / step_seconds).astype(np.int64)
     grid = np.full(int(index[-1]) + 1, np.nan)

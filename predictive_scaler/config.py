@@ -27,6 +27,8 @@ from typing import Any, Final, Generic, TypeVar
 
 import yaml
 
+from models import MODEL_NAMES
+
 __all__ = [
     "DEFAULT_SIGNALS",
     "MATCHERS_PLACEHOLDER",
@@ -53,16 +55,8 @@ __all__ = [
 
 T = TypeVar("T")
 
-MODELS: Final = (
-    "auto",
-    "persistence",
-    "seasonal_naive",
-    "holt_winters",
-    "mstl",
-    "sarima",
-    "linear",
-)
-"""Model names accepted by ``model``."""
+MODELS: Final = ("auto", *(name for name in MODEL_NAMES if name != "auto"))
+"""Model names accepted by ``model``: the forecasting registry's, ``auto`` first."""
 
 SEASONS: Final = ("daily", "weekly")
 """Season names accepted by ``seasons``, in canonical order."""

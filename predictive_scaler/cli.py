@@ -1,0 +1,277 @@
+"""The command line: backtest and validate-config here; run and recommend drive the cluster.
+
+Each subcommand is a function taking the parsed arguments and returning the exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from predictive_scaler.config import ConfigError, load_config_file, parse_duration
+
+Handler = Callable[[argparse.Namespace], int]
+BUNDLED_TRACE = "nab_aws_elb_request_count_5min.csv"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Handler = args.handler
+    try:
+        return handler(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="predictive-scaler",
+        description="Keep GPU inference pods warm before traffic arrives.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_backtest(commands)
+    _add_validate_config(commands)
+    _add_cluster_commands(commands)
+    return parser
+
+
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0.5 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be in (0.5, 1), got {text}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
+    return value
+
+
+# -- backtest --------------------------------------------------------------------------
+
+
+def _add_backtest(commands: Any) -> None:
+    p = commands.add_parser(
+        "backtest",
+        help="replay a demand trace through reactive HPA, this controller and an oracle",
+        description=(
+            "Forecast accuracy of every model (rolling origin) and the scaling outcome of "
+            "reactive HPA, predictive-scaler and a perfect-foresight oracle on one trace. "
+            "Without --trace, a bundled 14-day trace (AWS ELB request counts, 5-minute "
+            "steps) is used."
+        ),
+    )
+    p.add_argument("--trace", type=Path, help="CSV (or .csv.gz) with timestamp,value columns")
+    p.add_argument("--column", default="value", help="value column to read (default: value)")
+    p.add_argument("--horizon", type=_duration, default=600.0, help="forecast horizon (10m)")
+    p.add_argument("--warmup", type=_duration, default=600.0, help="pod warm-up (10m)")
+    p.add_argument("--target", type=float, default=0.7, help="HPA target per pod (0.7)")
+    p.add_argument(
+        "--peak-replicas",
+        type=_positive_int,
+        default=20,
+        help="replicas the trace's p99 needs (20)",
+    )
+    p.add_argument("--min-replicas", type=_positive_int, default=1, help="HPA minReplicas (1)")
+    p.add_argument("--max-replicas", type=_positive_int, help="HPA maxReplicas (3 x peak)")
+    p.add_argument("--model", default="auto", help="model for the controller (auto)")
+    p.add_argument("--quantile", type=_fraction, default=0.9, help="upper quantile (0.9)")
+    p.add_argument(
+        "--history", type=_duration, default=7 * 86_400.0, help="history each fit sees (7d)"
+    )
+    p.add_argument("--refit", type=_duration, default=86_400.0, help="refit interval (24h)")
+    p.add_argument("--only", choices=("forecast", "scaling"), help="run one half only")
+    p.add_argument("--json", type=Path, help="write the figures as JSON here")
+    p.add_argument("--plot", type=Path, help="draw demand, capacity and replicas to this PNG")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(handler=run_backtest)
+
+
+def run_backtest(args: argparse.Namespace) -> int:
+    from models import MODEL_NAMES, InsufficientHistory
+    from models.evaluation import evaluate
+    from predictive_scaler.backtest import SimulationSettings, evaluation_start, simulate
+    from predictive_scaler.forecasting import steps_for
+    from predictive_scaler.progress import ProgressBar
+    from predictive_scaler.traces import TraceError, load_trace
+
+    if args.model not in MODEL_NAMES:
+        print(
+            f"error: unknown model {args.model!r}; known: {', '.join(MODEL_NAMES)}", file=sys.stderr
+        )
+        return 2
+    try:
+        if args.trace is None:
+            with resources.as_file(
+                resources.files("predictive_scaler") / "data" / BUNDLED_TRACE
+            ) as bundled:
+                trace = load_trace(bundled, args.column)
+        else:
+            trace = load_trace(args.trace, args.column)
+    except TraceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+    step = trace.step_seconds
+    report: dict[str, Any] = {
+        "trace": trace.name,
+        "step_seconds": step,
+        "points": len(trace.values),
+    }
+    print(
+        f"trace {trace.name}: {len(trace.values)} points at {step:g}s "
+        f"({trace.span_seconds / 86_400:.1f} days)"
+    )
+    bar = (lambda label: None) if args.quiet else ProgressBar
+
+    if args.only != "scaling":
+        horizon = steps_for(args.horizon, step)
+        eval_start = evaluation_start(len(trace.values), step)
+        try:
+            scores = evaluate(
+                trace.values,
+                step,
+                horizon,
+                MODEL_NAMES,
+                level=args.quantile,
+                history_points=steps_for(args.history, step),
+                refit_points=steps_for(args.refit, step),
+                eval_start=eval_start,
+                progress=bar("forecast"),
+            )
+        except InsufficientHistory as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        key = f"p{round(args.quantile * 100)}"
+        report["forecast"] = {
+            "horizon_seconds": horizon * step,
+            "quantile": args.quantile,
+            "models": {
+                name: {
+                    "mase": s.mase,
+                    f"pinball_{key}": s.pinball,
+                    f"coverage_{key}": s.coverage,
+                    "fit_seconds": s.fit_seconds,
+                    "forecast_ms": s.forecast_ms,
+                    "origins": s.origins,
+                    **({"chosen": s.chosen} if s.chosen else {}),
+                }
+                for name, s in scores.items()
+            },
+        }
+        _print_forecast_table(scores, horizon * step, key)
+
+    if args.only != "forecast":
+        settings = SimulationSettings(
+            target=args.target,
+            peak_replicas=args.peak_replicas,
+            min_replicas=args.min_replicas,
+            max_replicas=args.max_replicas or 3 * args.peak_replicas,
+            warmup_seconds=args.warmup,
+            model=args.model,
+            quantile=args.quantile,
+            history_seconds=args.history,
+            refit_interval_seconds=args.refit,
+        )
+        result = simulate(trace.values, step, settings, progress=bar("scaling"))
+        report["scaling"] = {name: run.figures() for name, run in result.runs.items()}
+        report["scaling_settings"] = {
+            "warmup_seconds": args.warmup,
+            "target": args.target,
+            "peak_replicas": args.peak_replicas,
+            "min_replicas": settings.min_replicas,
+            "max_replicas": settings.max_replicas,
+            "model": args.model,
+            "quantile": args.quantile,
+            "evaluation_start_seconds": result.eval_start * step,
+        }
+        _print_scaling_table(result)
+        if result.notes:
+            print("notes: " + "; ".join(result.notes))
+        if args.plot:
+            from predictive_scaler.plot import draw_backtest
+
+            draw_backtest(
+                result,
+                f"{trace.name}: warm-up {args.warmup / 60:g} min, "
+                f"target {args.target}, {args.peak_replicas} peak replicas",
+                args.plot,
+            )
+            print(f"plot written to {args.plot}")
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"figures written to {args.json}")
+    return 0
+
+
+def _print_forecast_table(scores: Any, horizon_seconds: float, key: str) -> None:
+    print(f"\nforecast accuracy at {horizon_seconds / 60:g} min ahead (rolling origin):")
+    print(
+        f"  {'model':<15}{'MASE':>8}{'pinball ' + key:>14}{'coverage ' + key:>14}"
+        f"{'fit s':>8}{'forecast ms':>13}"
+    )
+    for name, s in scores.items():
+        print(
+            f"  {name:<15}{s.mase:>8.3f}{s.pinball:>14.3f}{s.coverage:>14.3f}"
+            f"{s.fit_seconds:>8.2f}{s.forecast_ms:>13.3f}"
+        )
+    chosen = scores["auto"].chosen if "auto" in scores else None
+    if chosen:
+        picks = ", ".join(f"{k} x{v}" for k, v in sorted(chosen.items(), key=lambda kv: -kv[1]))
+        print(f"  auto chose: {picks}")
+
+
+def _print_scaling_table(result: Any) -> None:
+    print("\nscaling over the evaluation window:")
+    print(
+        f"  {'policy':<12}{'under-provisioned min':>23}{'unserved':>10}{'GPU-hours':>11}"
+        f"{'scale events':>14}"
+    )
+    for name, run in result.runs.items():
+        print(
+            f"  {name:<12}{run.underprovisioned_minutes:>23.0f}"
+            f"{100 * run.unserved_fraction:>9.2f}%{run.gpu_hours:>11.1f}{run.scale_events:>14}"
+        )
+
+
+# -- validate-config -------------------------------------------------------------------
+
+
+def _add_validate_config(commands: Any) -> None:
+    p = commands.add_parser("validate-config", help="check a configuration file offline")
+    p.add_argument("file", type=Path, help="the config.yaml from the ConfigMap")
+    p.set_defaults(handler=run_validate_config)
+
+
+def run_validate_config(args: argparse.Namespace) -> int:
+    try:
+        config = load_config_file(args.file)
+    except ConfigError as exc:
+        print(f"{args.file}: invalid configuration:\n{exc}", file=sys.stderr)
+        return 1
+    enabled = len(config.enabled_targets())
+    print(f"{args.file}: valid ({len(config.targets)} targets, {enabled} enabled)")
+    return 0
+
+
+# -- cluster commands ------------------------------------------------------------------
+
+
+def _add_cluster_commands(commands: Any) -> None:
+    """`run` and `recommend`, which talk to Prometheus and the Kubernetes API."""

@@ -1,0 +1,38 @@
+"""Demand is the sum over pods, corrected for saturation by the queue."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from predictive_scaler.demand import compute_demand, compute_pod_sum
+
+
+def test_sum_over_pods_ignores_absent_pods_but_not_all_absent() -> None:
+    a = np.array([0.5, np.nan, np.nan])
+    b = np.array([0.25, 0.75, np.nan])
+    np.testing.assert_array_equal(compute_pod_sum([a, b])[:2], [0.75, 0.75])
+    assert np.isnan(compute_pod_sum([a, b])[2])
+
+
+def test_sum_not_average_adding_pods_does_not_lower_demand() -> None:
+    # 3 pods' worth of cache spread over 4 pods, then over 6: demand stays 3.
+    four = [np.array([0.75])] * 4
+    six = [np.array([0.5])] * 6
+    assert compute_pod_sum(four)[0] == pytest.approx(compute_pod_sum(six)[0])
+
+
+def test_saturation_correction_recovers_queued_demand() -> None:
+    usage = np.array([4.0, 4.0, 2.0])
+    waiting = np.array([0.0, 2.0, np.nan])
+    running = np.array([8.0, 8.0, 4.0])
+    np.testing.assert_allclose(compute_demand(usage, waiting, running), [4.0, 5.0, 2.0])
+
+
+def test_without_queue_usage_is_taken_as_is() -> None:
+    np.testing.assert_array_equal(compute_demand(np.array([1.0, 2.0])), [1.0, 2.0])
+
+
+def test_mismatched_lengths_are_an_error() -> None:
+    with pytest.raises(ValueError, match="queue series has 1 points"):
+        compute_demand(np.ones(2), np.ones(1))
