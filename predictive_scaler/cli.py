@@ -95,7 +95,7 @@ def _add_backtest(commands: Any) -> None:
     p.add_argument(
         "--history", type=_duration, default=7 * 86_400.0, help="history each fit sees (7d)"
     )
-    p.add_argument("--refit", type=_duration, default=86_400.0, help="refit interval (24h)")
+    p.add_argument("--refit", type=_duration, default=21_600.0, help="refit interval (6h)")
     p.add_argument("--only", choices=("forecast", "scaling"), help="run one half only")
     p.add_argument("--json", type=Path, help="write the figures as JSON here")
     p.add_argument("--plot", type=Path, help="draw demand, capacity and replicas to this PNG")
@@ -275,3 +275,86 @@ def run_validate_config(args: argparse.Namespace) -> int:
 
 def _add_cluster_commands(commands: Any) -> None:
     """`run` and `recommend`, which talk to Prometheus and the Kubernetes API."""
+    from predictive_scaler.logs import LOG_FORMATS
+
+    def config_source(p: Any) -> None:
+        group = p.add_mutually_exclusive_group(required=True)
+        group.add_argument("--config", dest="config_file", metavar="FILE", help="config file")
+        group.add_argument(
+            "--config-map",
+            metavar="NAMESPACE/NAME",
+            help="ConfigMap holding config.yaml (watched and hot-reloaded by run)",
+        )
+        p.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster or ~/.kube)")
+        p.add_argument("--context", help="kubeconfig context")
+        p.add_argument("--prometheus-url", help="Prometheus base URL (overrides prometheus.url)")
+
+    run = commands.add_parser(
+        "run",
+        help="the controller: forecast and raise HPA minReplicas one warm-up ahead",
+        description=(
+            "Run the controller until SIGTERM/SIGINT. Only the holder of the leader Lease "
+            "patches HPAs; --dry-run patches nothing and logs every recommendation."
+        ),
+    )
+    config_source(run)
+    run.add_argument("--dry-run", action="store_true", help="decide and log, never patch")
+    run.add_argument(
+        "--metrics-port", type=int, help="port of /metrics, /healthz, /readyz (config: 8080)"
+    )
+    run.add_argument(
+        "--restore-on-exit",
+        action="store_true",
+        help="on SIGTERM/SIGINT give every managed HPA its base minReplicas back",
+    )
+    run.add_argument("--identity", help="leader-election identity (default: $POD_NAME or host)")
+    run.add_argument("--log-format", choices=LOG_FORMATS, default="auto", help="log format")
+    run.set_defaults(handler=run_controller_command)
+
+    rec = commands.add_parser(
+        "recommend",
+        help="one dry-run pass: what the controller would set now, per target",
+    )
+    config_source(rec)
+    rec.add_argument("--output", choices=("table", "json"), default="table", help="format")
+    rec.set_defaults(handler=run_recommend_command)
+
+
+def run_controller_command(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from predictive_scaler.runtime import RunOptions, run_controller
+
+    options = RunOptions(
+        config_file=args.config_file,
+        config_map=args.config_map,
+        kubeconfig=args.kubeconfig,
+        context=args.context,
+        prometheus_url=args.prometheus_url,
+        dry_run=args.dry_run,
+        metrics_port=args.metrics_port,
+        restore_on_exit=args.restore_on_exit,
+        identity=args.identity,
+        log_format=args.log_format,
+    )
+    return asyncio.run(run_controller(options))
+
+
+def run_recommend_command(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from predictive_scaler.recommend import RecommendError, RecommendOptions, recommend
+
+    options = RecommendOptions(
+        config_file=args.config_file,
+        config_map=args.config_map,
+        kubeconfig=args.kubeconfig,
+        context=args.context,
+        prometheus_url=args.prometheus_url,
+        output=args.output,
+    )
+    try:
+        return asyncio.run(recommend(options, sys.stdout))
+    except RecommendError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1

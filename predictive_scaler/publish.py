@@ -1,0 +1,306 @@
+"""What the controller publishes: Prometheus gauges on ``/metrics``, and ``/healthz``/``/readyz``.
+
+The metrics live in their own ``CollectorRegistry`` (never the process-global one), so tests
+and several controllers in one process do not collide. This module only stores and serves
+values computed elsewhere; it decides nothing.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Final
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import generate_latest as _generate_latest
+from prometheus_client.metrics import MetricWrapperBase
+
+__all__ = [
+    "PATCH_RESULTS",
+    "ControllerMetrics",
+    "HealthState",
+    "SignalFigures",
+    "TargetFigures",
+    "make_app",
+    "start_http_server",
+]
+
+PATCH_RESULTS: Final = ("applied", "conflict", "failed", "dry_run")
+
+_TARGET_LABELS: Final = ("target", "namespace", "hpa")
+_SIGNAL_LABELS: Final = (*_TARGET_LABELS, "signal")
+
+
+@dataclass(frozen=True)
+class SignalFigures:
+    """One signal's published values after a cycle; ``None`` leaves a gauge unset."""
+
+    name: str
+    data_ok: bool
+    horizon_seconds: float
+    quantile: float
+    mean: float | None = None
+    upper: float | None = None
+    abs_error: float | None = None
+    """Rolling mean absolute error of the forecasts that came due."""
+    coverage: float | None = None
+    """Rolling share of due actuals at or below the upper quantile."""
+
+
+@dataclass(frozen=True)
+class TargetFigures:
+    """One target's published values after a cycle."""
+
+    target: str
+    namespace: str
+    hpa: str
+    recommended_min_replicas: int | None
+    applied_min_replicas: int | None
+    base_min_replicas: int | None
+    signals: tuple[SignalFigures, ...] = ()
+
+
+class ControllerMetrics:
+    """Every gauge and counter of the controller, on one private registry."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.forecast_mean = Gauge(
+            "predictive_scaler_forecast_mean",
+            "Mean forecast of the signal at the horizon (signal units, summed over pods).",
+            (*_SIGNAL_LABELS, "horizon_seconds"),
+            registry=r,
+        )
+        self.forecast_upper = Gauge(
+            "predictive_scaler_forecast_upper",
+            "Maximum of the upper-quantile forecast over the horizon (what capacity covers).",
+            (*_SIGNAL_LABELS, "horizon_seconds", "quantile"),
+            registry=r,
+        )
+        self.recommended = Gauge(
+            "predictive_scaler_recommended_min_replicas",
+            "minReplicas the decision asks for (also in dry-run and on followers).",
+            _TARGET_LABELS,
+            registry=r,
+        )
+        self.applied = Gauge(
+            "predictive_scaler_applied_min_replicas",
+            "spec.minReplicas of the HPA after the cycle.",
+            _TARGET_LABELS,
+            registry=r,
+        )
+        self.base = Gauge(
+            "predictive_scaler_base_min_replicas",
+            "The user's own minReplicas, restored when the target is removed.",
+            _TARGET_LABELS,
+            registry=r,
+        )
+        self.abs_error = Gauge(
+            "predictive_scaler_forecast_abs_error",
+            "Rolling mean absolute error of the mean forecasts that came due (live).",
+            _SIGNAL_LABELS,
+            registry=r,
+        )
+        self.coverage = Gauge(
+            "predictive_scaler_forecast_coverage",
+            "Rolling share of due actuals at or below the upper-quantile forecast (live).",
+            _SIGNAL_LABELS,
+            registry=r,
+        )
+        self.data_ok = Gauge(
+            "predictive_scaler_data_ok",
+            "1 when the signal's data was usable this cycle, 0 when missing, stale or short.",
+            _SIGNAL_LABELS,
+            registry=r,
+        )
+        self.cycle_duration = Histogram(
+            "predictive_scaler_cycle_duration_seconds",
+            "Duration of one target's cycle.",
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
+            registry=r,
+        )
+        self.cycle_errors = Counter(
+            "predictive_scaler_cycle_errors",
+            "Cycle failures by kind (prometheus, kube, fit, internal...).",
+            ("target", "kind"),
+            registry=r,
+        )
+        self.patches = Counter(
+            "predictive_scaler_patches",
+            "HPA patches by result (applied, conflict, failed, dry_run).",
+            ("target", "result"),
+            registry=r,
+        )
+        self.config_valid = Gauge(
+            "predictive_scaler_config_valid",
+            "1 when the last configuration read was valid, 0 when it was rejected.",
+            registry=r,
+        )
+        self.config_reloads = Counter(
+            "predictive_scaler_config_reloads",
+            "Configuration loads by result (applied, rejected).",
+            ("result",),
+            registry=r,
+        )
+        self.is_leader = Gauge(
+            "predictive_scaler_is_leader",
+            "1 while this instance holds the leader Lease (only the leader patches).",
+            registry=r,
+        )
+        self.targets = Gauge(
+            "predictive_scaler_targets", "Enabled targets in the configuration.", registry=r
+        )
+        self._series: dict[str, set[tuple[MetricWrapperBase, tuple[str, ...]]]] = {}
+
+    # ---------------------------------------------------------------- per target
+
+    def _set(
+        self, target: str, metric: MetricWrapperBase, labels: tuple[str, ...], value: float | None
+    ) -> None:
+        known = self._series.setdefault(target, set())
+        if value is None:
+            if (metric, labels) in known:
+                metric.remove(*labels)
+                known.discard((metric, labels))
+            return
+        gauge = metric.labels(*labels)
+        assert isinstance(gauge, Gauge)
+        gauge.set(value)
+        known.add((metric, labels))
+
+    def publish_target(self, figures: TargetFigures) -> None:
+        """Set a target's gauges from one cycle; label sets it no longer has are removed."""
+        t = figures.target
+        stale = set(self._series.get(t, set()))
+        ids = (t, figures.namespace, figures.hpa)
+        fresh: set[tuple[MetricWrapperBase, tuple[str, ...]]] = set()
+
+        def put(metric: Gauge, labels: tuple[str, ...], value: float | None) -> None:
+            self._set(t, metric, labels, value)
+            if value is not None:
+                fresh.add((metric, labels))
+
+        put(self.recommended, ids, _maybe(figures.recommended_min_replicas))
+        put(self.applied, ids, _maybe(figures.applied_min_replicas))
+        put(self.base, ids, _maybe(figures.base_min_replicas))
+        for s in figures.signals:
+            sig = (*ids, s.name)
+            horizon = f"{s.horizon_seconds:g}"
+            put(self.forecast_mean, (*sig, horizon), s.mean)
+            put(self.forecast_upper, (*sig, horizon, f"{s.quantile:g}"), s.upper)
+            put(self.abs_error, sig, s.abs_error)
+            put(self.coverage, sig, s.coverage)
+            put(self.data_ok, sig, 1.0 if s.data_ok else 0.0)
+        for metric, labels in stale - fresh:
+            self._set(t, metric, labels, None)
+
+    def remove_target(self, target: str) -> None:
+        """Forget every gauge of a target removed from the configuration."""
+        for metric, labels in self._series.pop(target, set()):
+            metric.remove(*labels)
+
+    def count_cycle_error(self, target: str, kind: str) -> None:
+        self.cycle_errors.labels(target, kind).inc()
+
+    def count_patch(self, target: str, result: str) -> None:
+        if result not in PATCH_RESULTS:
+            raise ValueError(f"unknown patch result {result!r}")
+        self.patches.labels(target, result).inc()
+
+    # ---------------------------------------------------------------- controller-wide
+
+    def set_config_valid(self, valid: bool) -> None:
+        self.config_valid.set(1 if valid else 0)
+
+    def count_config_reload(self, result: str) -> None:
+        self.config_reloads.labels(result).inc()
+
+    def set_leader(self, leader: bool) -> None:
+        self.is_leader.set(1 if leader else 0)
+
+    def set_targets(self, count: int) -> None:
+        self.targets.set(count)
+
+    def generate_latest(self) -> bytes:
+        return _generate_latest(self.registry)
+
+    def known_targets(self) -> Iterable[str]:
+        return tuple(self._series)
+
+
+def _maybe(value: int | None) -> float | None:
+    return None if value is None else float(value)
+
+
+@dataclass
+class HealthState:
+    """What ``/healthz`` and ``/readyz`` answer from; the loop updates it."""
+
+    max_tick_age_seconds: float = 120.0
+    """The loop is alive while its last tick is younger than this."""
+    monotonic: Callable[[], float] = field(default=time.monotonic)
+    last_tick: float | None = None
+    config_loaded: bool = False
+    first_cycle_done: bool = False
+
+    def tick(self) -> None:
+        self.last_tick = self.monotonic()
+
+    @property
+    def alive(self) -> bool:
+        return (
+            self.last_tick is not None
+            and self.monotonic() - self.last_tick <= self.max_tick_age_seconds
+        )
+
+    @property
+    def ready(self) -> bool:
+        return self.config_loaded and self.first_cycle_done
+
+
+def make_app(metrics: ControllerMetrics, health: HealthState) -> web.Application:
+    """``/metrics`` (Prometheus text format), ``/healthz`` (loop alive), ``/readyz``."""
+
+    async def serve_metrics(_request: web.Request) -> web.Response:
+        response = web.Response(body=metrics.generate_latest())
+        # CONTENT_TYPE_LATEST carries a charset; aiohttp wants it in the header verbatim.
+        response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+        return response
+
+    async def healthz(_request: web.Request) -> web.Response:
+        if health.alive:
+            return web.Response(text="ok\n")
+        return web.Response(status=503, text="loop not ticking\n")
+
+    async def readyz(_request: web.Request) -> web.Response:
+        if health.ready:
+            return web.Response(text="ready\n")
+        reason = "no valid configuration yet" if not health.config_loaded else "no cycle yet"
+        return web.Response(status=503, text=f"{reason}\n")
+
+    app = web.Application()
+    app.router.add_get("/metrics", serve_metrics)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    return app
+
+
+async def start_http_server(app: web.Application, host: str, port: int) -> web.AppRunner:
+    """Serve ``app``; the caller awaits ``runner.cleanup()`` to stop. Port 0 picks a free one
+    (see :func:`bound_port`)."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    return runner
+
+
+def bound_port(runner: web.AppRunner) -> int:
+    """The port a started runner listens on (useful with port 0)."""
+    for address in runner.addresses:
+        if isinstance(address, tuple) and len(address) >= 2:
+            return int(address[1])
+    raise RuntimeError("the server listens on no TCP port")

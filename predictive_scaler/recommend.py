@@ -1,0 +1,213 @@
+"""``predictive-scaler recommend``: one dry-run pass over the enabled targets, as a table.
+
+Uses the same reconciler as the live loop with patching and Events switched off, so what it
+prints is what the controller would do now. The "recent error" column is the model's own
+out-of-sample walk forward over the held-out recent history (up to two days, see
+``models.base.calibration_points``): the mean absolute error of its forecasts at the horizon,
+and the share of actuals at or below the upper quantile.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+from predictive_scaler.config import Config, ConfigError, format_duration, load_config_file
+from predictive_scaler.config import parse_config as _parse_config
+from predictive_scaler.kube import KubeApiError, KubeClient, KubeUnavailableError, load_api_client
+from predictive_scaler.logs import configure_logging
+from predictive_scaler.prometheus import PrometheusSource, PrometheusUnavailable
+from predictive_scaler.reconcile import CycleReport, TargetReconciler
+from predictive_scaler.runtime import CONFIG_KEY, parse_config_map_ref, prometheus_settings
+
+__all__ = ["RecommendError", "RecommendOptions", "format_table", "recommend", "report_to_json"]
+
+
+class RecommendError(Exception):
+    """A one-line reason why no recommendation could be made (exit code 1)."""
+
+
+@dataclass(frozen=True)
+class RecommendOptions:
+    config_file: str | None = None
+    config_map: str | None = None
+    kubeconfig: str | None = None
+    context: str | None = None
+    prometheus_url: str | None = None
+    output: str = "table"
+
+
+async def recommend(
+    options: RecommendOptions,
+    out: TextIO,
+    *,
+    clock: Callable[[], datetime] | None = None,
+) -> int:
+    """Print the recommendation of every enabled target; 0 when all could be evaluated.
+
+    Raises :class:`RecommendError` (one line) when the cluster, the ConfigMap or Prometheus
+    cannot be reached, or the configuration is invalid.
+    """
+    # Logs go to stderr (quiet), so stdout holds only the table or the JSON.
+    configure_logging("console", stream=sys.stderr, level=logging.ERROR, force=True)
+    now = clock or (lambda: datetime.now(UTC))
+    try:
+        api_client = await load_api_client(options.kubeconfig, options.context)
+    except Exception as error:  # a broken kubeconfig: many exception types, one message
+        raise RecommendError(f"cannot load the Kubernetes configuration: {error}") from None
+    try:
+        kube = KubeClient(api_client)
+        config = await _load_config(options, kube)
+        settings = prometheus_settings(config.prometheus, options.prometheus_url)
+        if settings is None:
+            raise RecommendError("no Prometheus URL: pass --prometheus-url or set prometheus.url")
+        async with PrometheusSource(settings) as source:
+            try:
+                await source.check()
+            except PrometheusUnavailable as error:
+                raise RecommendError(str(error)) from None
+            reports: list[CycleReport] = []
+            for target in config.enabled_targets():
+                reconciler = TargetReconciler(
+                    target,
+                    source,
+                    kube,
+                    clock=now,
+                    may_patch=lambda: False,
+                    dry_run=True,
+                    emit_events=False,
+                )
+                report = await reconciler.reconcile()
+                if report.error_status == 0:
+                    raise RecommendError(f"cannot reach the Kubernetes API: {report.error}")
+                reports.append(report)
+    finally:
+        await api_client.close()
+    if options.output == "json":
+        json.dump([report_to_json(r) for r in reports], out, indent=2)
+        out.write("\n")
+    else:
+        out.write(format_table(reports))
+    return 1 if any(r.error is not None for r in reports) else 0
+
+
+async def _load_config(options: RecommendOptions, kube: KubeClient) -> Config:
+    try:
+        if options.config_file is not None:
+            return load_config_file(options.config_file)
+        if options.config_map is None:
+            raise RecommendError("give --config FILE or --config-map NAMESPACE/NAME")
+        namespace, name = parse_config_map_ref(options.config_map)
+        try:
+            data, _version = await kube.read_configmap(namespace, name)
+        except KubeUnavailableError as error:
+            raise RecommendError(f"cannot reach the Kubernetes API: {error}") from None
+        except KubeApiError as error:
+            raise RecommendError(f"cannot read ConfigMap {namespace}/{name}: {error}") from None
+        if CONFIG_KEY not in data:
+            raise RecommendError(f"ConfigMap {namespace}/{name} has no key {CONFIG_KEY!r}")
+        return _parse_config(data[CONFIG_KEY])
+    except ConfigError as error:
+        first = str(error).splitlines()[0] if str(error) else "invalid"
+        more = len(error.errors) - 1
+        raise RecommendError(
+            f"invalid configuration: {first}" + (f" (and {more} more)" if more > 0 else "")
+        ) from None
+    except ValueError as error:
+        raise RecommendError(str(error)) from None
+
+
+def report_to_json(report: CycleReport) -> dict[str, Any]:
+    return {
+        "target": report.target,
+        "hpa": f"{report.namespace}/{report.hpa}",
+        "at": report.at.isoformat(),
+        "minReplicas": report.min_replicas_before,
+        "currentReplicas": report.current_replicas,
+        "maxReplicas": report.max_replicas,
+        "baseMinReplicas": report.base_min_replicas,
+        "recommendedMinReplicas": report.recommended,
+        "reason": report.reason,
+        "message": report.message,
+        "error": report.error,
+        "signals": [
+            {
+                "name": s.name,
+                "horizonSeconds": s.horizon_seconds,
+                "quantile": s.quantile,
+                "mean": s.mean,
+                "upperAtHorizon": s.upper_at_horizon,
+                "upperMax": s.upper_max,
+                "targetPerPod": s.target_per_pod,
+                "needed": s.needed,
+                "model": s.model,
+                "problem": s.problem,
+                "recentError": {
+                    "method": "out-of-sample walk forward at the horizon (held-out recent history)",
+                    "meanAbsError": s.backtest_abs_error,
+                    "coverage": s.backtest_coverage,
+                    "forecasts": s.backtest_count,
+                },
+            }
+            for s in report.signals
+        ],
+    }
+
+
+def _num(value: float | None, digits: int = 2) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def format_table(reports: Sequence[CycleReport]) -> str:
+    """One block per target: the HPA now, each signal's forecast, the recommendation."""
+    lines: list[str] = []
+    for r in reports:
+        lines.append(f"target {r.target}  (HPA {r.namespace}/{r.hpa})")
+        if r.error is not None:
+            lines.append(f"  error: {r.error}")
+            lines.append("")
+            continue
+        lines.append(
+            f"  now          min {r.min_replicas_before} / replicas {r.current_replicas} / "
+            f"max {r.max_replicas}   (base min {r.base_min_replicas})"
+        )
+        header = (
+            f"  {'signal':<14}{'horizon':>8}{'mean':>9}{'upper':>14}{'per pod':>9}"
+            f"{'needs':>7}  {'model':<22}{'recent error (MAE, coverage)':<30}"
+        )
+        lines.append(header)
+        for s in r.signals:
+            q = f"p{round(s.quantile * 100)}"
+            upper = f"{_num(s.upper_max)} ({q})" if s.upper_max is not None else "-"
+            err = (
+                f"{_num(s.backtest_abs_error, 3)}, {100 * s.backtest_coverage:.0f}% <= {q}"
+                if s.backtest_abs_error is not None and s.backtest_coverage is not None
+                else "-"
+            )
+            lines.append(
+                f"  {s.name:<14}{format_duration(s.horizon_seconds):>8}{_num(s.mean):>9}"
+                f"{upper:>14}{_num(s.target_per_pod, 3):>9}"
+                f"{'-' if s.needed is None else s.needed:>7}  {s.model or '-':<22}{err:<30}"
+            )
+            if s.problem is not None:
+                lines.append(f"    problem: {s.problem}")
+        change = (
+            "no change"
+            if r.recommended == r.min_replicas_before
+            else f"{r.min_replicas_before} -> {r.recommended}"
+        )
+        lines.append(f"  recommended  minReplicas {r.recommended} ({change})")
+        lines.append(f"  reason       {r.reason}: {r.message}")
+        lines.append("")
+    if not reports:
+        lines.append("no enabled targets")
+    lines.append(
+        "recent error: mean absolute error and upper-quantile coverage of the model's "
+        "out-of-sample forecasts at the horizon over the held-out recent history."
+    )
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,789 @@
+"""One cycle for one target: fetch -> demand -> forecast -> decide -> apply -> report.
+
+All I/O goes through narrow seams passed in (:class:`MetricSource`, :class:`HpaApi`, a clock,
+a leadership check and a fit runner), so tests drive the real Prometheus adapter against the
+real server and the real Kubernetes adapter against the API double, with a fake clock.
+
+State kept in memory per target (demand buffers, forecasters, the decision history, past
+forecasts waiting to come due) is only an optimisation: everything needed after a restart
+is in the HPA's annotations, and a fresh reconciler re-reads the whole history once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from functools import partial
+from typing import Final, Literal, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from models import FitResult, InsufficientHistory, InvalidSeries, fit_model
+from models.series import mask_ranges
+from predictive_scaler.config import Policy, Signal, Target
+from predictive_scaler.decision import (
+    Decision,
+    DecisionHistory,
+    DecisionPolicy,
+    HpaLimits,
+    SignalForecast,
+    compute_replicas_for,
+    decide_min_replicas,
+)
+from predictive_scaler.demand import compute_demand
+from predictive_scaler.forecasting import (
+    ForecastSettings,
+    TargetForecaster,
+    WindowForecast,
+    steps_for,
+)
+from predictive_scaler.kube import (
+    ANNOTATION_APPLIED_MIN_REPLICAS,
+    ANNOTATION_BASE_MIN_REPLICAS,
+    ANNOTATION_LAST_FORECAST,
+    ANNOTATION_MODEL,
+    ANNOTATION_REASON,
+    ANNOTATION_UPDATED_AT,
+    ConflictError,
+    HpaSnapshot,
+    KubeApiError,
+    ObjectRef,
+)
+from predictive_scaler.logs import Logger, get_logger
+from predictive_scaler.prometheus import RangeResult, RangeStatus, render_matchers, render_query
+
+__all__ = [
+    "MANAGED_ANNOTATIONS",
+    "MAX_CONFLICT_RETRIES",
+    "REASON_BASE_RESTORED",
+    "CycleReport",
+    "HpaApi",
+    "MetricSource",
+    "SignalReport",
+    "TargetReconciler",
+    "determine_base",
+]
+
+FloatArray = npt.NDArray[np.float64]
+Clock = Callable[[], datetime]
+FitRunner = Callable[[Callable[[], FitResult]], Awaitable[FitResult]]
+
+MAX_CONFLICT_RETRIES: Final = 3
+"""Attempts of read-decide-patch when the HPA changes under us (409)."""
+LIVE_ERROR_WINDOW: Final = 288
+"""Forecasts that came due kept for the rolling live error and coverage."""
+REASON_BASE_RESTORED: Final = "BaseRestored"
+
+MANAGED_ANNOTATIONS: Final = (
+    ANNOTATION_BASE_MIN_REPLICAS,
+    ANNOTATION_APPLIED_MIN_REPLICAS,
+    ANNOTATION_LAST_FORECAST,
+    ANNOTATION_MODEL,
+    ANNOTATION_REASON,
+    ANNOTATION_UPDATED_AT,
+)
+# Only these trigger a patch on their own (the reason by its code); the forecast and the
+# timestamp change every cycle and ride along with a real change, so a steady HPA is not
+# rewritten every 30 s.
+_PATCH_TRIGGERS: Final = (
+    ANNOTATION_BASE_MIN_REPLICAS,
+    ANNOTATION_APPLIED_MIN_REPLICAS,
+    ANNOTATION_MODEL,
+    ANNOTATION_REASON,
+)
+
+
+class MetricSource(Protocol):
+    """What a cycle needs of Prometheus (met by :class:`~predictive_scaler.prometheus.
+    PrometheusSource`)."""
+
+    async def fetch_range(
+        self, query: str, start: datetime, end: datetime, step_seconds: float
+    ) -> RangeResult: ...
+
+
+class HpaApi(Protocol):
+    """What a cycle needs of Kubernetes (met by :class:`~predictive_scaler.kube.KubeClient`)."""
+
+    async def read_hpa(self, namespace: str, name: str) -> HpaSnapshot: ...
+
+    async def patch_hpa_min_replicas(
+        self, snapshot: HpaSnapshot, min_replicas: int, annotations: Mapping[str, str | None]
+    ) -> HpaSnapshot: ...
+
+    async def create_event(
+        self,
+        involved: HpaSnapshot | ObjectRef,
+        reason: str,
+        message: str,
+        *,
+        now: datetime,
+        type_: Literal["Normal", "Warning"] = "Normal",
+    ) -> str: ...
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+async def _fit_in_thread(fit: Callable[[], FitResult]) -> FitResult:
+    # Fitting is CPU work (statsmodels); the event loop must keep serving the other targets.
+    return await asyncio.to_thread(fit)
+
+
+# ---------------------------------------------------------------------------- reports
+
+
+@dataclass(frozen=True)
+class SignalReport:
+    """One signal after a cycle: its forecast, or why there is none."""
+
+    name: str
+    problem: str | None
+    horizon_seconds: float
+    quantile: float
+    mean: float | None = None
+    """Mean forecast at the horizon."""
+    upper_at_horizon: float | None = None
+    upper_max: float | None = None
+    """Maximum of the upper quantile over the horizon: what the decision uses."""
+    target_per_pod: float | None = None
+    needed: int | None = None
+    model: str | None = None
+    live_abs_error: float | None = None
+    """Rolling mean absolute error of this process's forecasts that came due."""
+    live_coverage: float | None = None
+    live_count: int = 0
+    backtest_abs_error: float | None = None
+    """Mean absolute error at the horizon of the model's out-of-sample walk forward over the
+    held-out recent history (measured at the last refit)."""
+    backtest_coverage: float | None = None
+    backtest_count: int = 0
+    points: int = 0
+    """Demand points in the buffer."""
+
+    @property
+    def data_ok(self) -> bool:
+        return self.problem is None
+
+
+@dataclass(frozen=True)
+class CycleReport:
+    """What one cycle found, decided and did."""
+
+    target: str
+    namespace: str
+    hpa: str
+    at: datetime
+    signals: tuple[SignalReport, ...]
+    min_replicas_before: int | None = None
+    max_replicas: int | None = None
+    current_replicas: int | None = None
+    base_min_replicas: int | None = None
+    recommended: int | None = None
+    """The decision's minReplicas (applied or not)."""
+    applied: int | None = None
+    """spec.minReplicas after the cycle."""
+    reason: str | None = None
+    message: str | None = None
+    patch_result: str | None = None
+    """``applied``, ``conflict``, ``failed``, ``dry_run``; ``None`` when nothing to change."""
+    error: str | None = None
+    """Why the cycle could not decide (the HPA could not be read)."""
+    error_status: int | None = None
+    """HTTP status of that failure; 0 when the API server did not answer."""
+
+
+# ---------------------------------------------------------------------------- base
+
+
+def determine_base(snapshot: HpaSnapshot) -> tuple[int, bool]:
+    """The user's own minReplicas, and whether a hand edit was just detected.
+
+    First contact (no annotation): spec.minReplicas is the user's. When our
+    ``applied-min-replicas`` annotation exists and spec.minReplicas differs from it, someone
+    edited it by hand after our last patch: that value is obeyed as the new base.
+    """
+    base = snapshot.base_min_replicas
+    if base is None:
+        return snapshot.min_replicas, False
+    applied_raw = snapshot.annotations.get(ANNOTATION_APPLIED_MIN_REPLICAS)
+    try:
+        applied = int(applied_raw) if applied_raw is not None else None
+    except ValueError:
+        applied = None
+    if applied is not None and applied != snapshot.min_replicas:
+        return snapshot.min_replicas, True
+    return base, False
+
+
+# ---------------------------------------------------------------------------- per signal
+
+
+@dataclass
+class _Pending:
+    due: float
+    mean: float
+    upper: float
+
+
+@dataclass
+class _SignalState:
+    """One signal's demand buffer and model."""
+
+    signal: Signal
+    forecaster: TargetForecaster
+    capacity: int
+    step: float
+    values: FloatArray = field(default_factory=lambda: np.empty(0))
+    start: float | None = None
+    """Epoch seconds of ``values[0]``."""
+    pending: deque[_Pending] = field(default_factory=deque)
+    errors: deque[float] = field(default_factory=lambda: deque(maxlen=LIVE_ERROR_WINDOW))
+    covered: deque[bool] = field(default_factory=lambda: deque(maxlen=LIVE_ERROR_WINDOW))
+    fit_problem: str | None = None
+
+    @property
+    def last(self) -> float | None:
+        """Epoch seconds of the newest point."""
+        if self.start is None or not self.values.size:
+            return None
+        return self.start + (self.values.size - 1) * self.step
+
+    def append(self, start: float, new: FloatArray) -> None:
+        """Append points that follow the buffer; keep at most ``capacity``."""
+        if self.start is None or not self.values.size:
+            self.start, self.values = start, np.asarray(new, dtype=np.float64)
+        else:
+            self.values = np.concatenate([self.values, new])
+        overflow = self.values.size - self.capacity
+        if overflow > 0:
+            self.values = self.values[overflow:]
+            self.start += overflow * self.step
+
+    def value_at(self, when: float) -> float:
+        if self.start is None:
+            return math.nan
+        index = round((when - self.start) / self.step)
+        if 0 <= index < self.values.size:
+            return float(self.values[index])
+        return math.nan
+
+    def newest_finite(self) -> float | None:
+        finite = np.flatnonzero(np.isfinite(self.values))
+        if self.start is None or not finite.size:
+            return None
+        return self.start + float(finite[-1]) * self.step
+
+
+# ---------------------------------------------------------------------------- reconciler
+
+
+class TargetReconciler:
+    """Runs cycles for one target. Not safe to run two cycles of one target at once."""
+
+    def __init__(
+        self,
+        target: Target,
+        source: MetricSource,
+        kube: HpaApi,
+        *,
+        clock: Clock = _utc_now,
+        may_patch: Callable[[], bool] = lambda: True,
+        dry_run: bool = False,
+        emit_events: bool = True,
+        fit_runner: FitRunner = _fit_in_thread,
+        logger: Logger | None = None,
+    ) -> None:
+        self.target = target
+        self.source = source
+        self.kube = kube
+        self.clock = clock
+        self.may_patch = may_patch
+        self.dry_run = dry_run or target.policy.dry_run
+        self.emit_events = emit_events
+        self.fit_runner = fit_runner
+        self.log = logger or get_logger(target=target.id)
+        p = target.policy
+        self.settings = ForecastSettings(
+            step_seconds=p.step_seconds,
+            horizon_seconds=p.horizon_seconds,
+            model=p.model,
+            quantile=p.quantile,
+            seasons=p.seasons,
+            history_seconds=p.history_seconds,
+            refit_interval_seconds=p.refit_interval_seconds,
+        )
+        self.decision_policy = DecisionPolicy(
+            scale_up_step=p.scale_up_step,
+            scale_down_delay_seconds=p.scale_down_delay_seconds,
+            scale_down_step=p.scale_down_step,
+            missing_data_hold_seconds=p.missing_data_hold_seconds,
+        )
+        capacity = steps_for(p.history_seconds, p.step_seconds)
+        self._signals = {
+            s.name: _SignalState(s, TargetForecaster(self.settings), capacity, p.step_seconds)
+            for s in target.signals
+        }
+        self.history = DecisionHistory()
+        self.matchers = render_matchers(target.match_labels)
+
+    @property
+    def policy(self) -> Policy:
+        return self.target.policy
+
+    # ------------------------------------------------------------------ the cycle
+
+    async def reconcile(self) -> CycleReport:
+        """One cycle. Raises only for unexpected failures; API failures are reported."""
+        now = self.clock()
+        t = self.target
+        try:
+            snapshot = await self.kube.read_hpa(t.namespace, t.name)
+        except KubeApiError as error:
+            self.log.warning("hpa_read_failed", status=error.status, error=str(error))
+            signals = tuple(self._idle_report(s) for s in self._signals.values())
+            return CycleReport(
+                t.id, t.namespace, t.name, now, signals, error=str(error), error_status=error.status
+            )
+
+        reports = [
+            self._with_target(await self._forecast_signal(state, now), snapshot, state.signal)
+            for state in self._signals.values()
+        ]
+        return await self._decide_and_apply(snapshot, reports, now)
+
+    async def _decide_and_apply(
+        self, snapshot: HpaSnapshot, reports: list[SignalReport], now: datetime
+    ) -> CycleReport:
+        t = self.target
+        signal_forecasts = [
+            SignalForecast(
+                r.name,
+                r.upper_max if r.problem is None else None,
+                r.target_per_pod or 1.0,
+                r.problem,
+            )
+            for r in reports
+        ]
+        for r in reports:
+            if r.problem is not None:
+                self.log.warning("metrics_missing", signal=r.name, problem=r.problem)
+        patch_result: str | None = None
+        before = snapshot.min_replicas
+        start_history = self.history
+        base, _ = determine_base(snapshot)
+        decision: Decision | None = None
+        for attempt in range(1, MAX_CONFLICT_RETRIES + 1):
+            base, edited = determine_base(snapshot)
+            if edited:
+                self.log.info(
+                    "user_edit_adopted",
+                    base=base,
+                    annotated_base=snapshot.base_min_replicas,
+                    applied=snapshot.annotations.get(ANNOTATION_APPLIED_MIN_REPLICAS),
+                )
+                # The user took over: forget the stabilisation we built on our own value.
+                start_history = DecisionHistory()
+            decision = decide_min_replicas(
+                signal_forecasts,
+                HpaLimits(snapshot.min_replicas, snapshot.max_replicas, base),
+                self.decision_policy,
+                start_history,
+                now,
+            )
+            annotations = self._annotations(base, decision, reports, now)
+            wanted = decision.min_replicas != snapshot.min_replicas or any(
+                _trigger_value(key, snapshot.annotations.get(key))
+                != _trigger_value(key, annotations[key])
+                for key in _PATCH_TRIGGERS
+            )
+            self.log.info(
+                "min_replicas_decided",
+                current=snapshot.min_replicas,
+                recommended=decision.min_replicas,
+                needed=decision.needed,
+                base=base,
+                reason=decision.reason,
+                message=decision.message,
+            )
+            if not wanted:
+                break
+            if self.dry_run or not self.may_patch():
+                patch_result = "dry_run"
+                self.log.info(
+                    "min_replicas_recommended",
+                    old=snapshot.min_replicas,
+                    new=decision.min_replicas,
+                    reason=decision.reason,
+                    dry_run=self.dry_run,
+                    leader=not self.dry_run,
+                )
+                break
+            try:
+                patched = await self.kube.patch_hpa_min_replicas(
+                    snapshot, decision.min_replicas, annotations
+                )
+            except ConflictError:
+                patch_result = "conflict"
+                self.log.info("patch_conflicted", attempt=attempt)
+                try:
+                    snapshot = await self.kube.read_hpa(t.namespace, t.name)
+                except KubeApiError as error:
+                    self.log.warning("hpa_read_failed", status=error.status, error=str(error))
+                    break
+                continue
+            except KubeApiError as error:
+                patch_result = "failed"
+                self.log.warning("patch_failed", status=error.status, error=str(error))
+                break
+            patch_result = "applied"
+            old = snapshot.min_replicas
+            snapshot = patched
+            if old != decision.min_replicas:
+                self.log.info(
+                    "min_replicas_patched",
+                    old=old,
+                    new=decision.min_replicas,
+                    reason=decision.reason,
+                )
+                await self._event(
+                    patched,
+                    decision.reason,
+                    f"minReplicas {old} -> {decision.min_replicas}: {decision.message}",
+                    now,
+                )
+            else:
+                self.log.info("annotations_patched", reason=decision.reason)
+            break
+        else:
+            self.log.warning("patch_abandoned", attempts=MAX_CONFLICT_RETRIES)
+        assert decision is not None  # the loop runs at least once
+        self.history = decision.history
+        return CycleReport(
+            t.id,
+            t.namespace,
+            t.name,
+            now,
+            tuple(reports),
+            min_replicas_before=before,
+            max_replicas=snapshot.max_replicas,
+            current_replicas=snapshot.current_replicas,
+            base_min_replicas=base,
+            recommended=decision.min_replicas,
+            applied=snapshot.min_replicas,
+            reason=decision.reason,
+            message=decision.message,
+            patch_result=patch_result,
+        )
+
+    async def _event(self, snapshot: HpaSnapshot, reason: str, message: str, now: datetime) -> None:
+        if not self.emit_events:
+            return
+        try:
+            await self.kube.create_event(snapshot, reason, message, now=now)
+        except KubeApiError as error:
+            # The patch stands; a lost Event only costs the explanation in `describe`.
+            self.log.warning("event_failed", status=error.status, error=str(error))
+
+    def _annotations(
+        self, base: int, decision: Decision, reports: Sequence[SignalReport], now: datetime
+    ) -> dict[str, str | None]:
+        good = [r for r in reports if r.problem is None and r.needed is not None]
+        lead = max(good, key=lambda r: r.needed or 0) if good else None
+        forecast: str | None = None
+        if lead is not None:
+            forecast = json.dumps(
+                {
+                    "signal": lead.name,
+                    "mean": _round(lead.mean),
+                    "upper": _round(lead.upper_max),
+                    "horizonSeconds": lead.horizon_seconds,
+                    "quantile": lead.quantile,
+                    "at": _iso(now),
+                },
+                separators=(",", ":"),
+            )
+        models = sorted({r.model for r in reports if r.model})
+        return {
+            ANNOTATION_BASE_MIN_REPLICAS: str(base),
+            ANNOTATION_APPLIED_MIN_REPLICAS: str(decision.min_replicas),
+            ANNOTATION_LAST_FORECAST: forecast,
+            ANNOTATION_MODEL: ",".join(models) if models else None,
+            ANNOTATION_REASON: f"{decision.reason}: {decision.message}"[:1000],
+            ANNOTATION_UPDATED_AT: _iso(now),
+        }
+
+    # ------------------------------------------------------------------ restore
+
+    async def restore(self) -> bool:
+        """Give the HPA its base minReplicas back and remove our annotations.
+
+        Returns True when done (or nothing was ours), False when it must be retried (an API
+        failure, or this instance may not patch). A base the user changed by hand since our
+        last patch is kept as it is.
+        """
+        if self.dry_run or not self.may_patch():
+            return False
+        t = self.target
+        for _attempt in range(MAX_CONFLICT_RETRIES):
+            try:
+                snapshot = await self.kube.read_hpa(t.namespace, t.name)
+            except KubeApiError as error:
+                self.log.warning("hpa_read_failed", status=error.status, error=str(error))
+                return error.status == 404  # a deleted HPA needs nothing back
+            if not any(key in snapshot.annotations for key in MANAGED_ANNOTATIONS):
+                return True
+            base, _edited = determine_base(snapshot)
+            if not self.may_patch():
+                return False
+            try:
+                await self.kube.patch_hpa_min_replicas(
+                    snapshot, base, dict.fromkeys(MANAGED_ANNOTATIONS)
+                )
+            except ConflictError:
+                continue
+            except KubeApiError as error:
+                self.log.warning("restore_failed", status=error.status, error=str(error))
+                return False
+            self.log.info("base_restored", old=snapshot.min_replicas, new=base)
+            if snapshot.min_replicas != base:
+                await self._event(
+                    snapshot,
+                    REASON_BASE_RESTORED,
+                    f"minReplicas {snapshot.min_replicas} -> {base}: the target is no longer "
+                    "managed by predictive-scaler",
+                    self.clock(),
+                )
+            return True
+        return False
+
+    # ------------------------------------------------------------------ per signal
+
+    def _idle_report(self, state: _SignalState) -> SignalReport:
+        return SignalReport(
+            state.signal.name,
+            "not evaluated: the HPA could not be read",
+            self.settings.horizon_steps * self.settings.step_seconds,
+            self.settings.quantile,
+        )
+
+    def _with_target(
+        self, report: SignalReport, snapshot: HpaSnapshot, signal: Signal
+    ) -> SignalReport:
+        per_pod = signal.target_per_pod
+        if per_pod is None and signal.hpa_metric is not None:
+            per_pod = snapshot.target_average_value_for(signal.hpa_metric)
+        if per_pod is None or not per_pod > 0:
+            problem = (
+                f"no target per pod: the HPA has no AverageValue target for "
+                f"{signal.hpa_metric!r} and targetPerPod is not set"
+            )
+            return replace(report, problem=report.problem or problem)
+        needed = (
+            compute_replicas_for(report.upper_max, per_pod)
+            if report.upper_max is not None and report.problem is None
+            else None
+        )
+        return replace(report, target_per_pod=per_pod, needed=needed)
+
+    async def _forecast_signal(self, state: _SignalState, now: datetime) -> SignalReport:
+        p = self.policy
+        horizon = self.settings.horizon_steps * self.settings.step_seconds
+        base = SignalReport(state.signal.name, None, horizon, p.quantile)
+        problem, new_start, new = await self._fetch(state, now)
+        if new is not None and new_start is not None:
+            new = self._mask(new_start, new)
+            state.append(new_start, new)
+            self._settle(state)
+        newest = state.newest_finite()
+        now_s = now.timestamp()
+        if problem is None:
+            if newest is None:
+                problem = "no data: no sample in the history"
+            elif now_s - newest > p.stale_after_seconds:
+                problem = f"stale: newest sample is {now_s - newest:.0f}s old"
+        if state.values.size and new is not None:
+            fit_problem = await self._refit_or_observe(state, new)
+            problem = problem or fit_problem
+        if state.forecaster.model is None:
+            problem = problem or state.fit_problem or "no model fitted yet"
+            return replace(base, problem=problem, points=int(state.values.size))
+        try:
+            window = state.forecaster.forecast()
+        except (ValueError, RuntimeError) as error:
+            problem = f"forecast failed: {error}"
+            return replace(base, problem=problem, points=int(state.values.size))
+        last = state.last
+        if problem is None and last is not None:
+            state.pending.append(
+                _Pending(last + horizon, window.mean_at_horizon, window.upper_at_horizon)
+            )
+        return self._report(base, state, window, problem)
+
+    def _report(
+        self,
+        base: SignalReport,
+        state: _SignalState,
+        window: WindowForecast,
+        problem: str | None,
+    ) -> SignalReport:
+        bt_error, bt_coverage, bt_count = _backtest_error(
+            state.forecaster, self.settings.horizon_steps, self.settings.quantile
+        )
+        return replace(
+            base,
+            problem=problem,
+            mean=window.mean_at_horizon,
+            upper_at_horizon=window.upper_at_horizon,
+            upper_max=window.upper_max,
+            model=window.model,
+            live_abs_error=float(np.mean(state.errors)) if state.errors else None,
+            live_coverage=float(np.mean(state.covered)) if state.covered else None,
+            live_count=len(state.errors),
+            backtest_abs_error=bt_error,
+            backtest_coverage=bt_coverage,
+            backtest_count=bt_count,
+            points=int(state.values.size),
+        )
+
+    async def _fetch(
+        self, state: _SignalState, now: datetime
+    ) -> tuple[str | None, float | None, FloatArray | None]:
+        """New demand points since the last fetch: (problem, first point's time, values).
+
+        The first fetch reads the whole history; later ones only from the newest point on.
+        On a failed or empty answer nothing advances, so the next cycle asks again.
+        """
+        step = state.step
+        end = math.floor(now.timestamp() / step) * step
+        oldest = end - (state.capacity - 1) * step
+        last = state.last
+        start = oldest if last is None else max(last + step, oldest)
+        if last is not None and last + step < oldest:
+            state.values, state.start = np.empty(0), None  # gap longer than the history
+        if start > end:
+            return None, None, None
+        signal = state.signal
+        usage = await self._range(signal.query, start, end, step)
+        if usage.status is RangeStatus.ERROR:
+            return f"prometheus error: {usage.message}", None, None
+        if usage.status is RangeStatus.EMPTY:
+            return f"no data: {usage.message}", None, None
+        waiting: FloatArray | None = None
+        running: FloatArray | None = None
+        if signal.queue_query is not None:
+            queue = await self._range(signal.queue_query, start, end, step)
+            if queue.status in (RangeStatus.OK, RangeStatus.PARTIAL):
+                waiting = np.asarray(queue.values, dtype=np.float64)
+                if signal.running_query is not None:
+                    active = await self._range(signal.running_query, start, end, step)
+                    if active.status in (RangeStatus.OK, RangeStatus.PARTIAL):
+                        running = np.asarray(active.values, dtype=np.float64)
+            elif queue.status is RangeStatus.ERROR:
+                # Usage alone still bounds demand from below; a missing queue only means no
+                # saturation correction this time.
+                self.log.warning("queue_metrics_missing", signal=signal.name, error=queue.message)
+        demand = compute_demand(np.asarray(usage.values, dtype=np.float64), waiting, running)
+        if usage.status is RangeStatus.PARTIAL:
+            self.log.debug("metrics_partial", signal=signal.name, detail=usage.message)
+        return None, start, demand
+
+    async def _range(self, template: str, start: float, end: float, step: float) -> RangeResult:
+        query = render_query(template, {}, raw={"matchers": self.matchers})
+        return await self.source.fetch_range(
+            query,
+            datetime.fromtimestamp(start, UTC),
+            datetime.fromtimestamp(end, UTC),
+            step,
+        )
+
+    def _mask(self, start: float, values: FloatArray) -> FloatArray:
+        if not self.policy.exclude:
+            return values
+        ranges = [(e.start.timestamp(), e.end.timestamp()) for e in self.policy.exclude]
+        return mask_ranges(start, self.settings.step_seconds, values, ranges)
+
+    def _settle(self, state: _SignalState) -> None:
+        """Score past forecasts whose time has come against what happened."""
+        last = state.last
+        while state.pending and last is not None and state.pending[0].due <= last:
+            item = state.pending.popleft()
+            actual = state.value_at(item.due)
+            if math.isfinite(actual):
+                state.errors.append(abs(actual - item.mean))
+                state.covered.append(actual <= item.upper + 1e-12)
+
+    async def _refit_or_observe(self, state: _SignalState, new: FloatArray) -> str | None:
+        """Refit when due (off the event loop), else absorb the new points; the problem if the
+        model could not be fitted."""
+        forecaster = state.forecaster
+        if not forecaster.needs_refit():
+            forecaster.observe(new)
+            return None
+        s = self.settings
+        window = state.values[-s.history_points :].copy()
+        fit = partial(
+            fit_model, s.model, window, s.step_seconds, s.horizon_steps, s.seasons, s.quantile
+        )
+        try:
+            result = await self.fit_runner(fit)
+        except (InsufficientHistory, InvalidSeries) as error:
+            state.fit_problem = f"history too short or unusable: {error}"
+            self.log.warning("forecast_fit_failed", signal=state.signal.name, error=str(error))
+            if forecaster.model is not None:
+                forecaster.observe(new)  # keep the old model going on the new points
+            return state.fit_problem
+        forecaster.adopt(result)
+        state.fit_problem = None
+        self.log.info(
+            "forecast_refitted",
+            signal=state.signal.name,
+            requested=result.requested,
+            model=str(result.model.describe().get("model")),
+            points=int(window.size),
+            notes=result.notes or None,
+        )
+        return None
+
+
+def _backtest_error(
+    forecaster: TargetForecaster, horizon_steps: int, quantile: float
+) -> tuple[float | None, float | None, int]:
+    """MAE and upper-quantile coverage at the horizon of the fitted model's own out-of-sample
+    walk forward (``models.base.Calibration``), or Nones when the model keeps none."""
+    model = forecaster.model
+    chosen = getattr(model, "chosen_", None) or model
+    calibration = getattr(chosen, "calibration_", None)
+    if calibration is None:
+        return None, None, 0
+    actual, mean, upper = calibration.errors_at(horizon_steps, quantile)
+    if not actual.size:
+        return None, None, 0
+    return (
+        float(np.mean(np.abs(actual - mean))),
+        float(np.mean(actual <= upper)),
+        int(actual.size),
+    )
+
+
+def _trigger_value(key: str, value: str | None) -> str | None:
+    """The part of an annotation whose change is worth a write: for the reason, its code (the
+    message after it changes with every forecast)."""
+    if key == ANNOTATION_REASON and value is not None:
+        return value.split(":", 1)[0]
+    return value
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

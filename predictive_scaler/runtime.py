@@ -1,0 +1,715 @@
+"""The live controller: configuration, leader election, the cycle loop, signals, shutdown.
+
+:class:`Controller` holds the per-target reconcilers and the shared clients and runs one
+step at a time (:meth:`Controller.run_due`, :meth:`Controller.renew_leadership`,
+:meth:`Controller.load_config_text`), so tests drive it with a fake clock and no sleeping.
+:func:`run_controller` wires it to the real world: background tasks (config watch, lease
+renewal, the metrics server), SIGTERM/SIGINT as a stop flag, and an orderly shutdown.
+
+Every background task is named and guarded: a failure is logged and counted, the loop goes
+on; cancellation is re-raised.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import os
+import signal
+import socket
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
+
+from predictive_scaler.config import (
+    Config,
+    ConfigError,
+    PrometheusConfig,
+    Target,
+    load_config_file,
+    parse_config,
+)
+from predictive_scaler.kube import (
+    KubeApiError,
+    KubeClient,
+    LeaderElector,
+    ObjectRef,
+    load_api_client,
+)
+from predictive_scaler.logs import LogFormat, configure_logging, get_logger
+from predictive_scaler.prometheus import PrometheusSettings, PrometheusSource, RangeResult
+from predictive_scaler.publish import (
+    ControllerMetrics,
+    HealthState,
+    SignalFigures,
+    TargetFigures,
+    bound_port,
+    make_app,
+    start_http_server,
+)
+from predictive_scaler.reconcile import CycleReport, FitRunner, HpaApi, TargetReconciler
+
+__all__ = [
+    "CONFIG_KEY",
+    "Controller",
+    "RunOptions",
+    "parse_config_map_ref",
+    "prometheus_settings",
+    "run_controller",
+]
+
+CONFIG_KEY: Final = "config.yaml"
+DEFAULT_CONCURRENCY: Final = 16
+MAX_LOOP_SLEEP_SECONDS: Final = 5.0
+"""The loop wakes at least this often, so /healthz stays fresh and a stop is seen."""
+
+Clock = Callable[[], datetime]
+Sleeper = Callable[[float], Awaitable[None]]
+TargetKey = tuple[str, str]
+
+log = get_logger()
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """``predictive-scaler run`` options."""
+
+    config_file: str | None = None
+    """A YAML file, reloaded when its mtime changes."""
+    config_map: str | None = None
+    """``NAMESPACE/NAME`` of a ConfigMap with key ``config.yaml``, watched."""
+    kubeconfig: str | None = None
+    context: str | None = None
+    prometheus_url: str | None = None
+    """Overrides ``prometheus.url`` of the configuration."""
+    dry_run: bool = False
+    """Decide and log, never patch; also keeps out of leader election."""
+    metrics_port: int | None = None
+    """Port of /metrics; ``None``: the configuration's ``controller.metricsPort``."""
+    metrics_host: str = "0.0.0.0"
+    restore_on_exit: bool = False
+    """On SIGTERM/SIGINT, give every managed HPA its base minReplicas back."""
+    identity: str | None = None
+    """Leader-election identity; default env POD_NAME, else the host name."""
+    log_format: LogFormat = "auto"
+    config_poll_seconds: float = 5.0
+    max_concurrency: int = DEFAULT_CONCURRENCY
+
+
+def parse_config_map_ref(text: str) -> tuple[str, str]:
+    """``NAMESPACE/NAME`` -> (namespace, name); ValueError otherwise."""
+    namespace, sep, name = text.partition("/")
+    if not sep or not namespace or not name or "/" in name:
+        raise ValueError(f"expected NAMESPACE/NAME, got {text!r}")
+    return namespace, name
+
+
+def prometheus_settings(
+    config: PrometheusConfig | None, url_override: str | None
+) -> PrometheusSettings | None:
+    """Adapter settings from the config's ``prometheus:`` section, ``--prometheus-url`` winning;
+    ``None`` when neither gives a URL."""
+    if config is None:
+        if url_override is None:
+            return None
+        return PrometheusSettings(url=url_override)
+    auth = config.basic_auth
+    return PrometheusSettings(
+        url=url_override or config.url,
+        timeout_seconds=config.timeout_seconds,
+        bearer_token_file=config.bearer_token_file,
+        basic_auth_username=auth.username if auth else None,
+        basic_auth_password_file=auth.password_file if auth else None,
+        ca_bundle=config.ca_bundle,
+        verify_tls=config.verify_tls,
+        headers=dict(config.headers),
+    )
+
+
+class _SourceSwitch:
+    """The current Prometheus source; swapped when the configuration changes how to reach it,
+    so reconcilers keep their state across such a reload."""
+
+    def __init__(self, override_url: str | None) -> None:
+        self.override_url = override_url
+        self.settings: PrometheusSettings | None = None
+        self.source: PrometheusSource | None = None
+
+    def configure(self, config: PrometheusConfig | None) -> None:
+        settings = prometheus_settings(config, self.override_url)
+        if settings is None:
+            raise ValueError("no Prometheus URL in the configuration nor on the command line")
+        if self.source is not None and repr(settings) == repr(self.settings):
+            return
+        old, self.source, self.settings = self.source, PrometheusSource(settings), settings
+        if old is not None:
+            old.close()
+
+    async def fetch_range(
+        self, query: str, start: datetime, end: datetime, step_seconds: float
+    ) -> RangeResult:
+        if self.source is None:
+            raise RuntimeError("no Prometheus configured")
+        return await self.source.fetch_range(query, start, end, step_seconds)
+
+    def close(self) -> None:
+        if self.source is not None:
+            self.source.close()
+            self.source = None
+
+
+class Controller:
+    """The controller's state and one-step operations (no sleeping, no signals)."""
+
+    def __init__(
+        self,
+        kube: KubeClient,
+        *,
+        prometheus_url: str | None = None,
+        clock: Clock = _utc_now,
+        dry_run: bool = False,
+        elector: LeaderElector | None = None,
+        config_origin: ObjectRef | None = None,
+        metrics: ControllerMetrics | None = None,
+        health: HealthState | None = None,
+        fit_runner: FitRunner | None = None,
+        max_concurrency: int = DEFAULT_CONCURRENCY,
+    ) -> None:
+        self.kube = kube
+        self.clock = clock
+        self.dry_run = dry_run
+        self.elector = elector
+        self.config_origin = config_origin
+        self.metrics = metrics or ControllerMetrics()
+        self.health = health or HealthState()
+        self.fit_runner = fit_runner
+        self.config: Config | None = None
+        self.reconcilers: dict[TargetKey, TargetReconciler] = {}
+        self.pending_restores: dict[TargetKey, TargetReconciler] = {}
+        self.next_due: dict[TargetKey, datetime] = {}
+        self.last_reports: dict[TargetKey, CycleReport] = {}
+        self._sources = _SourceSwitch(prometheus_url)
+        self._semaphore = asyncio.Semaphore(max_concurrency)
+        self._lease_valid_until: datetime | None = None
+        self.metrics_port: int | None = None
+        """The port /metrics listens on, once started."""
+        self.metrics.set_leader(False)
+
+    # ------------------------------------------------------------------ leadership
+
+    def may_patch(self) -> bool:
+        """Checked right before every patch: never in dry-run; with an elector, only while
+        our lease is held and its last renewal is recent enough to still be ours."""
+        if self.dry_run:
+            return False
+        if self.elector is None:
+            return True
+        valid = self._lease_valid_until
+        return self.elector.is_leader and valid is not None and self.clock() < valid
+
+    async def renew_leadership(self) -> bool:
+        """One election step; returns whether we lead now."""
+        if self.elector is None:
+            return not self.dry_run
+        was = self.may_patch()
+        now = self.clock()
+        try:
+            leading = await self.elector.try_acquire_or_renew(now)
+        except KubeApiError as error:
+            leading = self.elector.is_leader
+            log.warning("lease_renewal_failed", status=error.status, error=str(error))
+            if not leading:
+                self._lease_valid_until = None
+        else:
+            if leading:
+                e = self.elector
+                # Stop patching one renew period before the lease could expire for others.
+                margin = e.lease_duration_seconds - e.renew_period_seconds
+                self._lease_valid_until = now + timedelta(seconds=margin)
+            else:
+                self._lease_valid_until = None
+        now_leading = self.may_patch()
+        if now_leading != was:
+            log.info("leadership_acquired" if now_leading else "leadership_lost")
+        self.metrics.set_leader(now_leading)
+        return now_leading
+
+    # ------------------------------------------------------------------ configuration
+
+    async def load_config_text(self, text: str | None) -> bool:
+        """Parse and apply a configuration; a bad one keeps the last good one in force."""
+        if text is None:
+            await self.reject_config(f"{CONFIG_KEY}: missing: the ConfigMap has no such key")
+            return False
+        try:
+            config = parse_config(text)
+        except ConfigError as error:
+            await self.reject_config(str(error))
+            return False
+        return await self._apply_or_reject(config)
+
+    async def load_config_file(self, path: str) -> bool:
+        try:
+            config = load_config_file(path)
+        except ConfigError as error:
+            await self.reject_config(str(error))
+            return False
+        return await self._apply_or_reject(config)
+
+    async def _apply_or_reject(self, config: Config) -> bool:
+        if prometheus_settings(config.prometheus, self._sources.override_url) is None:
+            await self.reject_config(
+                "prometheus.url: missing: set prometheus.url in the configuration or pass "
+                "--prometheus-url"
+            )
+            return False
+        self.apply_config(config)
+        return True
+
+    async def reject_config(self, message: str) -> None:
+        log.error("config_rejected", error=message, kept_previous=self.config is not None)
+        self.metrics.set_config_valid(False)
+        self.metrics.count_config_reload("rejected")
+        if self.config_origin is None:
+            return
+        try:
+            await self.kube.create_event(
+                self.config_origin,
+                "ConfigRejected",
+                f"invalid configuration, the last good one stays in force:\n{message}",
+                now=self.clock(),
+                type_="Warning",
+            )
+        except KubeApiError as error:
+            log.warning("event_failed", status=error.status, error=str(error))
+
+    def apply_config(self, config: Config) -> None:
+        """Take a validated configuration: keep the state of unchanged targets, rebuild
+        changed ones, and queue removed or disabled ones for one restore of their base."""
+        self._sources.configure(config.prometheus)
+        wanted = {(t.namespace, t.name): t for t in config.enabled_targets()}
+        for key, old in list(self.reconcilers.items()):
+            if key not in wanted:
+                del self.reconcilers[key]
+                self.next_due.pop(key, None)
+                self.last_reports.pop(key, None)
+                self.metrics.remove_target(old.target.id)
+                self.pending_restores[key] = old
+                log.info("target_removed", target=old.target.id)
+        # A disabled target found at start may still carry our raise from a previous run.
+        for target in config.targets:
+            key = (target.namespace, target.name)
+            if not target.enabled and key not in self.pending_restores:
+                self.pending_restores[key] = self._reconciler(target)
+        for key, target in wanted.items():
+            self.pending_restores.pop(key, None)
+            current = self.reconcilers.get(key)
+            if current is not None and current.target == target:
+                continue
+            fresh = self._reconciler(target)
+            if current is not None:
+                fresh.history = current.history
+                if current.target.id != target.id:
+                    self.metrics.remove_target(current.target.id)
+            self.reconcilers[key] = fresh
+            self.next_due.setdefault(key, self.clock())
+        self.config = config
+        self.metrics.set_targets(len(wanted))
+        self.metrics.set_config_valid(True)
+        self.metrics.count_config_reload("applied")
+        self.health.config_loaded = True
+        log.info("config_reloaded", targets=len(wanted), disabled=len(config.targets) - len(wanted))
+
+    def _reconciler(self, target: Target) -> TargetReconciler:
+        kwargs: dict[str, Any] = {}
+        if self.fit_runner is not None:
+            kwargs["fit_runner"] = self.fit_runner
+        kube: HpaApi = self.kube
+        return TargetReconciler(
+            target,
+            self._sources,
+            kube,
+            clock=self.clock,
+            may_patch=self.may_patch,
+            dry_run=self.dry_run,
+            **kwargs,
+        )
+
+    # ------------------------------------------------------------------ cycles
+
+    async def run_due(self, *, force: bool = False) -> list[CycleReport]:
+        """Run every target whose interval has passed (all with ``force``) concurrently,
+        bounded by the semaphore; then retry pending restores. Never raises for a target."""
+        now = self.clock()
+        due = [
+            (key, reconciler)
+            for key, reconciler in self.reconcilers.items()
+            if force or self.next_due.get(key, now) <= now
+        ]
+        for key, reconciler in due:
+            interval = timedelta(seconds=reconciler.policy.interval_seconds)
+            self.next_due[key] = max(self.next_due.get(key, now) + interval, now)
+        tasks = [
+            asyncio.create_task(self._guarded_cycle(key, rec), name=f"cycle:{rec.target.id}")
+            for key, rec in due
+        ]
+        reports = [r for r in await asyncio.gather(*tasks) if r is not None]
+        await self.restore_pending()
+        if due:
+            self.health.first_cycle_done = True
+        return reports
+
+    def seconds_until_due(self) -> float:
+        if not self.next_due:
+            return MAX_LOOP_SLEEP_SECONDS
+        wait = (min(self.next_due.values()) - self.clock()).total_seconds()
+        return min(max(wait, 0.0), MAX_LOOP_SLEEP_SECONDS)
+
+    async def _guarded_cycle(
+        self, key: TargetKey, reconciler: TargetReconciler
+    ) -> CycleReport | None:
+        target = reconciler.target
+        async with self._semaphore:
+            started = time.perf_counter()
+            try:
+                report = await reconciler.reconcile()
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                log.exception("cycle_failed", target=target.id, error=str(error))
+                self.metrics.count_cycle_error(target.id, "internal")
+                return None
+            finally:
+                self.metrics.cycle_duration.observe(time.perf_counter() - started)
+        if self.reconcilers.get(key) is not reconciler:
+            return report  # removed or replaced while running: publish nothing stale
+        self.last_reports[key] = report
+        self._publish(report)
+        return report
+
+    def _publish(self, report: CycleReport) -> None:
+        m = self.metrics
+        if report.error is not None:
+            m.count_cycle_error(report.target, "kube")
+        for s in report.signals:
+            if s.problem is not None:
+                m.count_cycle_error(report.target, _problem_kind(s.problem))
+        if report.patch_result is not None:
+            m.count_patch(report.target, report.patch_result)
+            if report.patch_result == "failed":
+                m.count_cycle_error(report.target, "patch")
+        m.publish_target(
+            TargetFigures(
+                target=report.target,
+                namespace=report.namespace,
+                hpa=report.hpa,
+                recommended_min_replicas=report.recommended,
+                applied_min_replicas=report.applied,
+                base_min_replicas=report.base_min_replicas,
+                signals=tuple(
+                    SignalFigures(
+                        name=s.name,
+                        data_ok=s.data_ok,
+                        horizon_seconds=s.horizon_seconds,
+                        quantile=s.quantile,
+                        mean=s.mean,
+                        upper=s.upper_max,
+                        abs_error=s.live_abs_error,
+                        coverage=s.live_coverage,
+                    )
+                    for s in report.signals
+                ),
+            )
+        )
+
+    async def restore_pending(self) -> None:
+        """Give removed or disabled targets their base back, once each (retried on failure)."""
+        if not self.pending_restores or not self.may_patch():
+            return
+        for key, reconciler in list(self.pending_restores.items()):
+            try:
+                done = await reconciler.restore()
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                log.exception("restore_failed", target=reconciler.target.id, error=str(error))
+                done = False
+            if done:
+                self.pending_restores.pop(key, None)
+
+    async def restore_all(self) -> None:
+        """Restore every managed target's base (``--restore-on-exit``)."""
+        for reconciler in list(self.reconcilers.values()):
+            try:
+                await reconciler.restore()
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                log.exception("restore_failed", target=reconciler.target.id, error=str(error))
+        await self.restore_pending()
+
+    async def aclose(self) -> None:
+        self._sources.close()
+
+
+def _problem_kind(problem: str) -> str:
+    if problem.startswith("prometheus error"):
+        return "prometheus"
+    if problem.startswith(("no data", "stale")):
+        return "data"
+    if problem.startswith(("history too short", "no model", "forecast failed")):
+        return "fit"
+    if problem.startswith("no target per pod"):
+        return "config"
+    return "data"
+
+
+# ---------------------------------------------------------------------------- the process
+
+
+def _identity(options: RunOptions) -> str:
+    return options.identity or os.environ.get("POD_NAME") or socket.gethostname()
+
+
+def _lease_namespace(config: Config, config_map: tuple[str, str] | None) -> str:
+    return (
+        config.controller.lease_namespace
+        or os.environ.get("POD_NAMESPACE")
+        or (config_map[0] if config_map else None)
+        or "default"
+    )
+
+
+class _Supervisor:
+    """Named, guarded background tasks."""
+
+    def __init__(self) -> None:
+        self.tasks: list[asyncio.Task[None]] = []
+
+    def spawn(self, name: str, coro: Coroutine[Any, Any, None]) -> None:
+        self.tasks.append(asyncio.create_task(self._guard(name, coro), name=name))
+
+    @staticmethod
+    async def _guard(name: str, coro: Coroutine[Any, Any, None]) -> None:
+        try:
+            await coro
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            log.exception("task_failed", task=name, error=str(error))
+
+    async def stop(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        for task in self.tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+async def _sleep_or_stop(sleeper: Sleeper, seconds: float, stop: asyncio.Event) -> None:
+    """Sleep with the injected sleeper, waking early when ``stop`` is set."""
+    if stop.is_set():
+        return
+    sleeping = asyncio.ensure_future(sleeper(seconds))
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({sleeping, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for future in (sleeping, stopping):
+            if not future.done():
+                future.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await future
+
+
+async def run_controller(
+    options: RunOptions,
+    *,
+    clock: Clock = _utc_now,
+    sleeper: Sleeper = asyncio.sleep,
+    stop: asyncio.Event | None = None,
+    install_signal_handlers: bool = True,
+    on_started: Callable[[Controller], None] | None = None,
+) -> int:
+    """Run the controller until SIGTERM/SIGINT (or ``stop``); returns the exit code:
+    0 after a clean stop, 2 for a configuration the process cannot start with."""
+    configure_logging(options.log_format)
+    stop = stop or asyncio.Event()
+    if (options.config_file is None) == (options.config_map is None):
+        log.error("options_invalid", error="give exactly one of --config and --config-map")
+        return 2
+    config_map = parse_config_map_ref(options.config_map) if options.config_map else None
+    initial: Config | None = None
+    if options.config_file is not None:
+        try:
+            initial = load_config_file(options.config_file)
+        except ConfigError as error:
+            log.error("config_rejected", error=str(error), source=options.config_file)
+            return 2
+        if prometheus_settings(initial.prometheus, options.prometheus_url) is None:
+            log.error("config_rejected", error="prometheus.url missing and no --prometheus-url")
+            return 2
+
+    loop = asyncio.get_running_loop()
+    installed: list[signal.Signals] = []
+    if install_signal_handlers:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+            installed.append(sig)
+
+    api_client = await load_api_client(options.kubeconfig, options.context)
+    kube = KubeClient(api_client, reporting_instance=_identity(options))
+    origin = ObjectRef("v1", "ConfigMap", *config_map) if config_map else None
+    health = HealthState()
+    controller = Controller(
+        kube,
+        prometheus_url=options.prometheus_url,
+        clock=clock,
+        dry_run=options.dry_run,
+        config_origin=origin,
+        health=health,
+        max_concurrency=options.max_concurrency,
+    )
+    supervisor = _Supervisor()
+    runner = None
+    config_ready = asyncio.Event()
+    try:
+        if initial is not None:
+            controller.apply_config(initial)
+            config_ready.set()
+            assert options.config_file is not None
+            supervisor.spawn(
+                "config-file",
+                _poll_config_file(controller, options, sleeper, stop),
+            )
+        else:
+            assert config_map is not None
+            supervisor.spawn(
+                "config-watch",
+                _watch_config_map(controller, config_map, sleeper, config_ready),
+            )
+        # The loop needs a configuration before anything else.
+        await _wait_first(config_ready, stop)
+        if stop.is_set():
+            return 0
+        assert controller.config is not None
+        port = options.metrics_port
+        if port is None:
+            port = controller.config.controller.metrics_port
+        runner = await start_http_server(
+            make_app(controller.metrics, health), options.metrics_host, port
+        )
+        controller.metrics_port = bound_port(runner)
+        if not options.dry_run:
+            settings = controller.config.controller
+            controller.elector = LeaderElector(
+                kube,
+                _lease_namespace(controller.config, config_map),
+                settings.lease_name,
+                _identity(options),
+                lease_duration_seconds=math.ceil(settings.lease_duration_seconds),
+                renew_period_seconds=settings.renew_period_seconds,
+                clock=clock,
+            )
+            await controller.renew_leadership()
+            supervisor.spawn("lease", _renew_lease(controller, sleeper, stop))
+        log.info(
+            "controller_started",
+            identity=_identity(options),
+            dry_run=options.dry_run,
+            metrics_port=controller.metrics_port,
+        )
+        if on_started is not None:
+            on_started(controller)
+        while not stop.is_set():
+            health.tick()
+            await controller.run_due()
+            await _sleep_or_stop(sleeper, controller.seconds_until_due(), stop)
+        log.info("controller_stopping", restore_on_exit=options.restore_on_exit)
+        await supervisor.stop()
+        if options.restore_on_exit:
+            if controller.elector is not None:
+                await controller.renew_leadership()  # patch only while the lease is ours
+            await controller.restore_all()
+        if controller.elector is not None:
+            with contextlib.suppress(KubeApiError):
+                await controller.elector.release()
+        return 0
+    finally:
+        await supervisor.stop()
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+        if runner is not None:
+            await runner.cleanup()
+        await controller.aclose()
+        await api_client.close()
+        log.info("controller_stopped")
+
+
+async def _wait_first(ready: asyncio.Event, stop: asyncio.Event) -> None:
+    waiters = {asyncio.ensure_future(ready.wait()), asyncio.ensure_future(stop.wait())}
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await waiter
+
+
+async def _renew_lease(controller: Controller, sleeper: Sleeper, stop: asyncio.Event) -> None:
+    elector = controller.elector
+    assert elector is not None
+    while not stop.is_set():
+        await _sleep_or_stop(sleeper, elector.renew_period_seconds, stop)
+        if stop.is_set():
+            return
+        try:
+            await controller.renew_leadership()
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:  # keep electing whatever happens
+            log.exception("lease_renewal_failed", error=str(error))
+
+
+async def _poll_config_file(
+    controller: Controller, options: RunOptions, sleeper: Sleeper, stop: asyncio.Event
+) -> None:
+    path = options.config_file
+    assert path is not None
+    seen = _mtime(path)
+    while not stop.is_set():
+        await _sleep_or_stop(sleeper, options.config_poll_seconds, stop)
+        current = _mtime(path)
+        if current != seen:
+            seen = current
+            await controller.load_config_file(path)
+
+
+def _mtime(path: str) -> int | None:
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return None
+
+
+async def _watch_config_map(
+    controller: Controller,
+    ref: tuple[str, str],
+    sleeper: Sleeper,
+    ready: asyncio.Event,
+) -> None:
+    namespace, name = ref
+    async for event in controller.kube.watch_configmap(namespace, name, sleep=sleeper):
+        if event.event_type == "DELETED":
+            await controller.reject_config(f"ConfigMap {namespace}/{name} does not exist")
+            continue
+        if await controller.load_config_text(event.data.get(CONFIG_KEY)):
+            ready.set()

@@ -1,0 +1,307 @@
+"""One target's cycle, pinned against the real Prometheus and the API double.
+
+Two namespaces of flat KV-cache usage: ``busy`` (2 pods at 0.9: needs 3 pods at 0.7) and
+``idle`` (2 pods at 0.1: needs 1). The persistence model keeps forecasts predictable.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+from kubernetes_asyncio import client
+
+from predictive_scaler.config import Target, parse_config
+from predictive_scaler.kube import (
+    ANNOTATION_APPLIED_MIN_REPLICAS,
+    ANNOTATION_BASE_MIN_REPLICAS,
+    ANNOTATION_REASON,
+    KubeClient,
+)
+from predictive_scaler.prometheus import PrometheusSettings, PrometheusSource
+from predictive_scaler.reconcile import MANAGED_ANNOTATIONS, TargetReconciler, determine_base
+from predictive_scaler.runtime import Controller
+from tests.kube_double import KubeDouble, make_hpa
+from tests.prom_fixtures import PrometheusFactory
+from tests.prom_harness import PrometheusServer, Series, free_port
+
+STEP = 300.0
+DATA_END = math.floor(time.time() / STEP) * STEP - STEP
+
+CONFIG = """
+defaults:
+  interval: 5m
+  step: 5m
+  history: 1d
+  minHistory: 1h
+  warmup: 10m
+  model: persistence
+  seasons: []
+  refitInterval: 1h
+  scaleDownDelay: 10m
+  missingDataHold: 30m
+  staleAfter: 15m
+targets:
+  - hpa: {namespace: busy, name: nim}
+    signals:
+      - name: kv_cache
+        query: 'sum(gpu_cache_usage_perc{${matchers}})'
+        hpaMetric: gpu_cache_usage_perc
+  - hpa: {namespace: idle, name: nim}
+    signals:
+      - name: kv_cache
+        query: 'sum(gpu_cache_usage_perc{${matchers}})'
+        hpaMetric: gpu_cache_usage_perc
+  - hpa: {namespace: empty, name: nim}
+    signals:
+      - name: kv_cache
+        query: 'sum(gpu_cache_usage_perc{${matchers}})'
+        hpaMetric: gpu_cache_usage_perc
+"""
+
+
+def flat_series() -> list[Series]:
+    ts = np.arange(DATA_END - 2 * 86400, DATA_END + 1, STEP)
+    rng = np.random.default_rng(3)
+    series: list[Series] = []
+    for namespace, level in (("busy", 0.9), ("idle", 0.1)):
+        for pod in ("nim-0", "nim-1"):
+            values = np.round(level + rng.normal(0, 0.005, ts.size), 6)
+            series.append(
+                ("gpu_cache_usage_perc", {"namespace": namespace, "pod": pod}, ts, values)
+            )
+    return series
+
+
+@pytest.fixture(scope="module")
+def prometheus(prometheus_factory: PrometheusFactory) -> PrometheusServer:
+    return prometheus_factory(flat_series())
+
+
+@pytest.fixture
+def source(prometheus: PrometheusServer) -> Iterator[PrometheusSource]:
+    src = PrometheusSource(PrometheusSettings(url=prometheus.url, timeout_seconds=5.0))
+    yield src
+    src.close()
+
+
+@pytest.fixture
+def closed_source() -> Iterator[PrometheusSource]:
+    src = PrometheusSource(
+        PrometheusSettings(url=f"http://127.0.0.1:{free_port()}", timeout_seconds=1.0)
+    )
+    yield src
+    src.close()
+
+
+class FakeClock:
+    def __init__(self, start: datetime) -> None:
+        self.now = start
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(datetime.fromtimestamp(DATA_END + 60, UTC))
+
+
+@pytest.fixture
+def kube(kube_api: client.ApiClient) -> KubeClient:
+    return KubeClient(kube_api, reporting_instance="test")
+
+
+def target(namespace: str) -> Target:
+    [found] = [t for t in parse_config(CONFIG).targets if t.namespace == namespace]
+    return found
+
+
+def hpa(server: KubeDouble, namespace: str) -> dict[str, object]:
+    stored = server.get_object("autoscaling/v2", "HorizontalPodAutoscaler", namespace, "nim")
+    assert stored is not None
+    return stored
+
+
+def min_replicas(server: KubeDouble, namespace: str) -> int:
+    return int(hpa(server, namespace)["spec"]["minReplicas"])  # type: ignore[index]
+
+
+@pytest.fixture
+async def controller(
+    kube: KubeClient, prometheus: PrometheusServer, clock: FakeClock
+) -> AsyncIterator[Controller]:
+    made = Controller(kube, prometheus_url=prometheus.url, clock=clock)
+    try:
+        yield made
+    finally:
+        await made.aclose()
+
+
+# ---------------------------------------------------------------- base
+
+
+@pytest.mark.parametrize(
+    ("spec_min", "annotations", "expected"),
+    [
+        (2, {}, (2, False)),  # first contact
+        (5, {ANNOTATION_BASE_MIN_REPLICAS: "2", ANNOTATION_APPLIED_MIN_REPLICAS: "5"}, (2, False)),
+        (3, {ANNOTATION_BASE_MIN_REPLICAS: "2", ANNOTATION_APPLIED_MIN_REPLICAS: "5"}, (3, True)),
+        (4, {ANNOTATION_BASE_MIN_REPLICAS: "2"}, (2, False)),
+    ],
+)
+def test_determine_base(
+    spec_min: int, annotations: dict[str, str], expected: tuple[int, bool]
+) -> None:
+    from predictive_scaler.kube import HpaSnapshot
+
+    snapshot = HpaSnapshot("ns", "h", "1", spec_min, 10, 1, 1, annotations)
+    assert determine_base(snapshot) == expected
+
+
+# ---------------------------------------------------------------- cycles
+
+
+async def test_raises_to_demand_and_records_state(
+    kube_server: KubeDouble, kube: KubeClient, source: PrometheusSource, clock: FakeClock
+) -> None:
+    kube_server.put_object(make_hpa("busy", "nim", 1, 10))
+    reconciler = TargetReconciler(target("busy"), source, kube, clock=clock)
+    report = await reconciler.reconcile()
+    assert report.recommended == 3 and report.patch_result == "applied"
+    assert min_replicas(kube_server, "busy") == 3
+    notes = hpa(kube_server, "busy")["metadata"]["annotations"]  # type: ignore[index]
+    assert notes[ANNOTATION_BASE_MIN_REPLICAS] == "1"
+    assert notes[ANNOTATION_APPLIED_MIN_REPLICAS] == "3"
+    [event] = kube_server.list_events("busy")
+    assert event["reason"] == report.reason and event["message"].startswith("minReplicas 1 -> 3")
+
+    # Incremental: the next cycle asks Prometheus only for the new point.
+    points = report.signals[0].points
+    clock.advance(STEP)
+    before = len(kube_server.requests)
+    again = await reconciler.reconcile()
+    assert again.signals[0].points == points  # bounded buffer, one new point, one dropped
+    assert again.patch_result is None  # nothing changed: no write
+    assert len(kube_server.requests) == before + 1  # only the read
+
+
+async def test_conflict_is_retried_with_a_fresh_read(
+    kube_server: KubeDouble, kube: KubeClient, source: PrometheusSource, clock: FakeClock
+) -> None:
+    kube_server.put_object(make_hpa("busy", "nim", 1, 10))
+    kube_server.fail_next("PATCH", "/horizontalpodautoscalers/nim$", 409, times=2)
+    report = await TargetReconciler(target("busy"), source, kube, clock=clock).reconcile()
+    assert report.patch_result == "applied"
+    assert min_replicas(kube_server, "busy") == 3
+    gets = [r for r in kube_server.requests if r.method == "GET" and "horizontalpod" in r.path]
+    assert len(gets) == 3  # the first read and one re-read per conflict
+
+
+async def test_user_edit_becomes_the_new_base(
+    kube_server: KubeDouble, kube: KubeClient, source: PrometheusSource, clock: FakeClock
+) -> None:
+    kube_server.put_object(make_hpa("idle", "nim", 1, 10))
+    reconciler = TargetReconciler(target("idle"), source, kube, clock=clock)
+    await reconciler.reconcile()
+    edited = hpa(kube_server, "idle")
+    edited["spec"]["minReplicas"] = 4  # type: ignore[index]
+    kube_server.put_object(edited)  # kubectl edit
+    clock.advance(STEP)
+    report = await reconciler.reconcile()
+    assert report.base_min_replicas == 4 and report.recommended == 4
+    notes = hpa(kube_server, "idle")["metadata"]["annotations"]  # type: ignore[index]
+    assert notes[ANNOTATION_BASE_MIN_REPLICAS] == "4"
+    assert min_replicas(kube_server, "idle") == 4  # never below the user's value
+
+
+@pytest.mark.parametrize("where", ["closed-port", "empty"])
+async def test_missing_data_never_lowers_min_replicas_during_the_hold(
+    kube_server: KubeDouble,
+    kube: KubeClient,
+    source: PrometheusSource,
+    closed_source: PrometheusSource,
+    clock: FakeClock,
+    where: str,
+) -> None:
+    namespace = "busy" if where == "closed-port" else "empty"
+    annotations = {ANNOTATION_BASE_MIN_REPLICAS: "1", ANNOTATION_APPLIED_MIN_REPLICAS: "6"}
+    kube_server.put_object(make_hpa(namespace, "nim", 6, 10, annotations=annotations))
+    used = closed_source if where == "closed-port" else source
+    reconciler = TargetReconciler(target(namespace), used, kube, clock=clock)
+    hold = target(namespace).policy.missing_data_hold_seconds
+    seen = []
+    for _ in range(int(hold / STEP)):
+        report = await reconciler.reconcile()
+        assert not report.signals[0].data_ok and report.signals[0].problem
+        seen.append(min_replicas(kube_server, namespace))
+        clock.advance(STEP)
+    assert seen == [6] * len(seen)
+    reason = hpa(kube_server, namespace)["metadata"]["annotations"][ANNOTATION_REASON]  # type: ignore[index]
+    assert reason.startswith("FailedGetMetric")
+    # After the hold it hands back to the HPA step by step, never below the base.
+    for _ in range(10):
+        await reconciler.reconcile()
+        clock.advance(STEP)
+    assert min_replicas(kube_server, namespace) == 1
+
+
+# ---------------------------------------------------------------- controller
+
+
+async def test_removed_and_disabled_targets_get_their_base_back(
+    kube_server: KubeDouble, controller: Controller, clock: FakeClock
+) -> None:
+    kube_server.put_object(make_hpa("busy", "nim", 2, 10))
+    kube_server.put_object(make_hpa("idle", "nim", 1, 10))
+    controller.apply_config(parse_config(CONFIG.split("  - hpa: {namespace: empty", maxsplit=1)[0]))
+    await controller.run_due()
+    assert min_replicas(kube_server, "busy") == 3
+
+    removed = CONFIG.replace("namespace: busy", "namespace: gone")
+    controller.apply_config(parse_config(removed))
+    clock.advance(STEP)
+    await controller.run_due()
+    stored = hpa(kube_server, "busy")
+    assert stored["spec"]["minReplicas"] == 2  # type: ignore[index]
+    assert not set(MANAGED_ANNOTATIONS) & set(stored["metadata"].get("annotations") or {})  # type: ignore[union-attr,attr-defined]
+    assert kube_server.list_events("busy")[-1]["reason"] == "BaseRestored"
+    assert controller.pending_restores == {} or ("busy", "nim") not in controller.pending_restores
+    gauges = [
+        line
+        for line in controller.metrics.generate_latest().decode().splitlines()
+        if 'target="busy/nim"' in line and "_total" not in line and "_created" not in line
+    ]
+    assert gauges == []  # its gauges are gone (counters keep their totals)
+
+    # Disabling works the same way, once.
+    await controller.run_due(force=True)
+    disabled = CONFIG.replace(
+        "  - hpa: {namespace: idle, name: nim}\n",
+        "  - hpa: {namespace: idle, name: nim}\n    enabled: false\n",
+    )
+    kube_server.put_object(
+        make_hpa(
+            "idle",
+            "nim",
+            5,
+            10,
+            annotations={ANNOTATION_BASE_MIN_REPLICAS: "1", ANNOTATION_APPLIED_MIN_REPLICAS: "5"},
+        )
+    )
+    controller.apply_config(parse_config(disabled))
+    await controller.run_due()
+    assert min_replicas(kube_server, "idle") == 1
+    writes = len([r for r in kube_server.requests if r.method == "PATCH"])
+    await controller.run_due(force=True)
+    assert (
+        len([r for r in kube_server.requests if r.method == "PATCH" and "/idle/" in r.path])
+        <= writes
+    )

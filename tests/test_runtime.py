@@ -1,0 +1,183 @@
+"""The controller process: ConfigMap reload, leader election, /metrics, SIGTERM and restore."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import aiohttp
+import pytest
+from kubernetes_asyncio import client
+
+from predictive_scaler.config import parse_config
+from predictive_scaler.kube import KubeClient, LeaderElector
+from predictive_scaler.reconcile import MANAGED_ANNOTATIONS
+from predictive_scaler.runtime import Controller, RunOptions, run_controller
+from tests.kube_double import KubeDouble, make_configmap, make_hpa, write_kubeconfig
+from tests.prom_fixtures import PrometheusFactory
+from tests.prom_harness import PrometheusServer
+from tests.test_reconcile import CONFIG, DATA_END, FakeClock, flat_series, hpa, min_replicas
+
+BUSY_ONLY = CONFIG.split("  - hpa: {namespace: idle")[0]
+
+
+@pytest.fixture(scope="module")
+def prometheus(prometheus_factory: PrometheusFactory) -> PrometheusServer:
+    return prometheus_factory(flat_series())
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(datetime.fromtimestamp(DATA_END + 60, UTC))
+
+
+@pytest.fixture
+def kube(kube_api: client.ApiClient) -> KubeClient:
+    return KubeClient(kube_api, reporting_instance="test")
+
+
+async def eventually(predicate: Callable[[], bool], within_seconds: float = 15.0) -> None:
+    """Poll a condition the controller's own tasks will make true (its loop runs on fake
+    time, so there is no event to wait on)."""
+    async with asyncio.timeout(within_seconds):
+        while not predicate():  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+
+
+async def test_follower_never_patches_and_a_lost_lease_stops_patching(
+    kube_server: KubeDouble, kube: KubeClient, prometheus: PrometheusServer, clock: FakeClock
+) -> None:
+    stored = kube_server.put_object(make_hpa("busy", "nim", 1, 10))
+    other = LeaderElector(kube, "ops", "predictive-scaler", "other", clock=clock)
+    assert await other.try_acquire_or_renew()
+    me = LeaderElector(kube, "ops", "predictive-scaler", "me", clock=clock)
+    controller = Controller(kube, prometheus_url=prometheus.url, clock=clock, elector=me)
+    try:
+        controller.apply_config(parse_config(BUSY_ONLY))
+        assert not await controller.renew_leadership()
+        [report] = await controller.run_due()
+        assert report.recommended == 3 and report.patch_result == "dry_run"
+        after = hpa(kube_server, "busy")
+        assert after["metadata"]["resourceVersion"] == stored["metadata"]["resourceVersion"]  # type: ignore[index]
+        assert kube_server.list_events() == []
+        text = controller.metrics.generate_latest().decode()
+        assert 'predictive_scaler_patches_total{result="dry_run",target="busy/nim"} 1.0' in text
+        assert "predictive_scaler_is_leader 0.0" in text
+
+        # The other holder goes away: after expiry we lead, and patch.
+        clock.advance(60)
+        assert await controller.renew_leadership()
+        assert controller.may_patch()
+        # Without a renewal, leadership ends one renew period before the lease expires.
+        clock.advance(me.lease_duration_seconds - me.renew_period_seconds)
+        assert not controller.may_patch()
+    finally:
+        await controller.aclose()
+
+
+async def test_run_reloads_config_map_serves_metrics_and_restores_on_sigterm(
+    kube_server: KubeDouble,
+    prometheus: PrometheusServer,
+    clock: FakeClock,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", kube_server.url, kube_server.token)
+    kube_server.put_object(make_configmap("ops", "scaler", {"config.yaml": BUSY_ONLY}))
+    kube_server.put_object(make_hpa("busy", "nim", 2, 10))
+
+    async def sleeper(seconds: float) -> None:
+        clock.advance(seconds)
+        await asyncio.sleep(0.002)  # let the other tasks run; fake time does the rest
+
+    started: list[Controller] = []
+    options = RunOptions(
+        config_map="ops/scaler",
+        kubeconfig=str(kubeconfig),
+        prometheus_url=prometheus.url,
+        metrics_port=0,
+        metrics_host="127.0.0.1",
+        restore_on_exit=True,
+        identity="me",
+    )
+    task = asyncio.create_task(
+        run_controller(options, clock=clock, sleeper=sleeper, on_started=started.append)
+    )
+    try:
+        await eventually(lambda: bool(started) or task.done())
+        assert started, task
+        controller = started[0]
+        await eventually(lambda: min_replicas(kube_server, "busy") == 3)
+
+        base_url = f"http://127.0.0.1:{controller.metrics_port}"
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"{base_url}/metrics") as response:
+                assert response.status == 200
+                assert response.headers["Content-Type"].startswith("text/plain")
+                text = await response.text()
+            for path in ("/healthz", "/readyz"):
+                async with session.get(base_url + path) as response:
+                    assert response.status == 200, path
+        for name in (
+            "predictive_scaler_forecast_mean{",
+            "predictive_scaler_forecast_upper{",
+            "predictive_scaler_recommended_min_replicas{",
+            "predictive_scaler_applied_min_replicas{",
+            "predictive_scaler_base_min_replicas{",
+            "predictive_scaler_data_ok{",
+            "predictive_scaler_cycle_duration_seconds_bucket",
+            "predictive_scaler_patches_total{",
+            "predictive_scaler_config_valid 1.0",
+            'predictive_scaler_config_reloads_total{result="applied"}',
+            "predictive_scaler_is_leader 1.0",
+            "predictive_scaler_targets 1.0",
+        ):
+            assert name in text, name
+
+        # A bad ConfigMap: the last good config stays, config_valid 0, a Warning Event.
+        good = controller.config
+        bad = BUSY_ONLY.replace("scaleDownDelay: 10m", "scaleDownDelay: -3")
+        kube_server.put_object(make_configmap("ops", "scaler", {"config.yaml": bad}))
+        await eventually(lambda: bool(kube_server.list_events("ops")))
+        [event] = kube_server.list_events("ops")
+        assert event["type"] == "Warning" and event["reason"] == "ConfigRejected"
+        assert event["involvedObject"]["kind"] == "ConfigMap"
+        assert "defaults.scaleDownDelay" in event["message"]
+        assert controller.config is good
+        assert "predictive_scaler_config_valid 0.0" in controller.metrics.generate_latest().decode()
+        # ...and a good one again is taken.
+        kube_server.put_object(make_configmap("ops", "scaler", {"config.yaml": BUSY_ONLY + "\n"}))
+        await eventually(lambda: controller.metrics.config_valid._value.get() == 1)
+
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert await asyncio.wait_for(task, 20) == 0
+    finally:
+        if not task.done():
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+    stored = hpa(kube_server, "busy")
+    assert stored["spec"]["minReplicas"] == 2  # type: ignore[index]
+    annotations = stored["metadata"].get("annotations") or {}  # type: ignore[attr-defined]
+    assert not set(MANAGED_ANNOTATIONS) & set(annotations)
+    lease = kube_server.get_object("coordination.k8s.io/v1", "Lease", "ops", "predictive-scaler")
+    assert lease is not None and not lease["spec"].get("holderIdentity")  # released
+
+
+async def test_run_exits_2_on_a_bad_config_file(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text("defaults: {interval: nope}\n")
+    assert (
+        await run_controller(RunOptions(config_file=str(path)), install_signal_handlers=False) == 2
+    )
+    assert (
+        await run_controller(
+            RunOptions(config_file=str(path), config_map="a/b"), install_signal_handlers=False
+        )
+        == 2
+    )
