@@ -62,7 +62,7 @@ class SimulationSettings:
     quantile: float = 0.9
     seasons: tuple[str, ...] = ("daily", "weekly")
     history_seconds: float = 7 * 86_400.0
-    refit_interval_seconds: float = 86_400.0
+    refit_interval_seconds: float = 21_600.0
     decision: DecisionPolicy = field(default_factory=DecisionPolicy)
 
     def __post_init__(self) -> None:

@@ -628,7 +628,7 @@ _SCALE_UP_STEP = _integer_field(
 _SCALE_DOWN_DELAY = _duration_field(
     "scaleDownDelay",
     "scale_down_delay_seconds",
-    "15m",
+    "10m",
     (0, 86400),
     "How long the forecast must stay lower before minReplicas is lowered.",
 )

@@ -33,7 +33,7 @@ class DecisionPolicy:
     """Most that minReplicas may rise in one cycle. The HPA jumps straight to a raised
     minReplicas, skipping its own behaviours, so this is the only brake on a wrong
     forecast."""
-    scale_down_delay_seconds: float = 900.0
+    scale_down_delay_seconds: float = 600.0
     """How long the forecast must have asked for less before minReplicas is lowered."""
     scale_down_step: int = 1
     """Most that minReplicas may fall in one cycle."""

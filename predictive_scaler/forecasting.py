@@ -29,7 +29,7 @@ class ForecastSettings:
     quantile: float = 0.9
     seasons: tuple[str, ...] = ("daily", "weekly")
     history_seconds: float = 7 * 86_400.0
-    refit_interval_seconds: float = 86_400.0
+    refit_interval_seconds: float = 21_600.0
 
     @property
     def horizon_steps(self) -> int:

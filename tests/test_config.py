@@ -165,7 +165,7 @@ def test_minimal_target_gets_builtin_defaults() -> None:
     assert target.policy.seasons == ("daily", "weekly")
     assert target.policy.refit_interval_seconds == 6 * 3600
     assert target.policy.scale_up_step == 4
-    assert target.policy.scale_down_delay_seconds == 900.0
+    assert target.policy.scale_down_delay_seconds == 600.0
     assert target.policy.scale_down_step == 1
     assert target.policy.missing_data_hold_seconds == 1800.0
     assert target.policy.stale_after_seconds == 300.0
