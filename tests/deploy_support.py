@@ -1,0 +1,568 @@
+"""Render and inspect the manifests in ``deploy/`` for tests.
+
+Rendering uses ``kubectl kustomize`` where kubectl is installed, and otherwise a small Python
+renderer of the kustomize features the kustomizations in ``deploy/`` use: ``resources`` (files
+and directories), ``namespace`` and JSON6902 ``patches`` with a ``target``. Anything else in a
+kustomization makes the Python renderer refuse loudly rather than render something different;
+``tests/test_deploy.py`` checks that both renderers agree where kubectl exists.
+
+RBAC for the end-to-end tests: :func:`load_rbac_rules` renders a kustomization and returns the
+``PolicyRule`` dicts bound to the controller's ServiceAccount, in the shape
+``tests.kube_double.KubeDouble(rules=...)`` accepts, so the controller under test gets exactly
+the permissions the manifests grant. :func:`load_rbac_grants` keeps the namespace each rule is
+bound in (Role/RoleBinding) for checks that need it.
+
+Also here: a PromQL metric-name extractor (for the dashboard, alerts and adapter rules) and a
+small Dockerfile parser. No network; kubectl runs offline.
+"""
+
+from __future__ import annotations
+
+import copy
+import fnmatch
+import functools
+import re
+import shutil
+import subprocess
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any, Final, Literal
+
+import yaml
+
+__all__ = [
+    "CLUSTER_SCOPED_KINDS",
+    "DEPLOY_DIR",
+    "KUBERNETES_VERSION",
+    "KUSTOMIZATIONS",
+    "REPO_ROOT",
+    "SERVICE_ACCOUNT",
+    "DockerStage",
+    "Grant",
+    "Manifest",
+    "PolicyRule",
+    "dockerignore_includes",
+    "find_object",
+    "find_objects",
+    "kustomization_dir",
+    "load_rbac_grants",
+    "load_rbac_rules",
+    "object_key",
+    "parse_dockerfile",
+    "promql_metric_names",
+    "render",
+    "render_with_kubectl",
+    "render_with_python",
+]
+
+REPO_ROOT: Final = Path(__file__).resolve().parent.parent
+DEPLOY_DIR: Final = REPO_ROOT / "deploy"
+
+KUBERNETES_VERSION: Final = "1.36.0"
+"""Kubernetes release whose OpenAPI schemas the manifests are validated against (shipped by
+``kubernetes-validate``; the API double in ``tests/kube_double`` pins the same)."""
+
+SERVICE_ACCOUNT: Final = ("predictive-scaler", "predictive-scaler")
+"""``(namespace, name)`` of the controller's ServiceAccount."""
+
+KUSTOMIZATIONS: Final[Mapping[str, Path]] = {
+    "base": DEPLOY_DIR / "base",
+    "dry-run": DEPLOY_DIR / "overlays" / "dry-run",
+    "external-metrics": DEPLOY_DIR / "overlays" / "external-metrics",
+}
+"""Every kustomization shipped in ``deploy/``, by the name tests use."""
+
+CLUSTER_SCOPED_KINDS: Final = frozenset(
+    {
+        "APIService",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "CustomResourceDefinition",
+        "MutatingWebhookConfiguration",
+        "Namespace",
+        "PersistentVolume",
+        "PriorityClass",
+        "StorageClass",
+        "ValidatingWebhookConfiguration",
+    }
+)
+"""Kinds kustomize's namespace transformer leaves without a namespace."""
+
+Manifest = dict[str, Any]
+PolicyRule = dict[str, list[str]]
+Renderer = Literal["auto", "kubectl", "python"]
+
+_KUSTOMIZATION_FILES: Final = ("kustomization.yaml", "kustomization.yml", "Kustomization")
+_SUPPORTED_KEYS: Final = frozenset({"apiVersion", "kind", "resources", "namespace", "patches"})
+_RULE_KEYS: Final = ("apiGroups", "resources", "verbs", "resourceNames")
+
+
+# --------------------------------------------------------------------------------------------
+# Rendering
+# --------------------------------------------------------------------------------------------
+
+
+def kustomization_dir(overlay: str) -> Path:
+    """The directory of a kustomization by name (``base``, ``dry-run``...) or path."""
+    if overlay in KUSTOMIZATIONS:
+        return KUSTOMIZATIONS[overlay]
+    path = Path(overlay)
+    return path if path.is_absolute() else REPO_ROOT / path
+
+
+def render(overlay: str = "base", *, renderer: Renderer = "auto") -> list[Manifest]:
+    """Render a kustomization into its objects (fresh copies, safe to mutate).
+
+    ``auto`` uses kubectl when it is on ``PATH``, else the Python renderer.
+    """
+    directory = kustomization_dir(overlay)
+    if renderer == "auto":
+        renderer = "kubectl" if shutil.which("kubectl") else "python"
+    if renderer == "kubectl":
+        return copy.deepcopy(list(_kubectl_cached(str(directory))))
+    return render_with_python(directory)
+
+
+def render_with_kubectl(directory: Path) -> list[Manifest]:
+    """``kubectl kustomize DIRECTORY``, parsed (offline; needs only the kubectl client)."""
+    return copy.deepcopy(list(_kubectl_cached(str(directory))))
+
+
+@functools.lru_cache(maxsize=16)
+def _kubectl_cached(directory: str) -> tuple[Manifest, ...]:
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        raise FileNotFoundError("kubectl is not installed")
+    result = subprocess.run(
+        [kubectl, "kustomize", directory],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"kubectl kustomize {directory} failed:\n{result.stderr}")
+    return tuple(_documents(result.stdout))
+
+
+def render_with_python(directory: Path) -> list[Manifest]:
+    """Render a kustomization with the Python subset renderer (see the module docstring)."""
+    kustomization = _read_kustomization(directory)
+    unsupported = set(kustomization) - _SUPPORTED_KEYS
+    if unsupported:
+        raise NotImplementedError(
+            f"{directory}: the test renderer does not support {sorted(unsupported)}; "
+            "keep the kustomizations simple or extend tests/deploy_support.py"
+        )
+    objects: list[Manifest] = []
+    for entry in kustomization.get("resources") or ():
+        path = (directory / str(entry)).resolve()
+        if path.is_dir():
+            objects.extend(render_with_python(path))
+        else:
+            objects.extend(_documents(path.read_text(encoding="utf-8")))
+    namespace = kustomization.get("namespace")
+    if namespace is not None:
+        for obj in objects:
+            if obj.get("kind") not in CLUSTER_SCOPED_KINDS:
+                obj.setdefault("metadata", {})["namespace"] = str(namespace)
+    for patch in kustomization.get("patches") or ():
+        _apply_patch_entry(directory, patch, objects)
+    _check_unique(objects, directory)
+    return objects
+
+
+def _read_kustomization(directory: Path) -> Manifest:
+    for name in _KUSTOMIZATION_FILES:
+        path = directory / name
+        if path.is_file():
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+            if not isinstance(data, dict):
+                raise ValueError(f"{path}: not a mapping")
+            return data
+    raise FileNotFoundError(f"no kustomization in {directory}")
+
+
+def _documents(text: str) -> Iterator[Manifest]:
+    for document in yaml.safe_load_all(text):
+        if document is None:
+            continue
+        if not isinstance(document, dict):
+            raise ValueError(f"a manifest is not a mapping: {document!r:.80}")
+        yield document
+
+
+def _check_unique(objects: Sequence[Manifest], directory: Path) -> None:
+    seen: set[tuple[str, str, str, str]] = set()
+    for obj in objects:
+        key = object_key(obj)
+        if key in seen:
+            raise ValueError(f"{directory}: {key} is defined twice")
+        seen.add(key)
+
+
+def object_key(obj: Mapping[str, Any]) -> tuple[str, str, str, str]:
+    """``(apiVersion, kind, namespace, name)``; namespace ``""`` when cluster-scoped."""
+    meta = obj.get("metadata") or {}
+    return (
+        str(obj.get("apiVersion", "")),
+        str(obj.get("kind", "")),
+        str(meta.get("namespace") or ""),
+        str(meta.get("name", "")),
+    )
+
+
+def _apply_patch_entry(directory: Path, entry: Mapping[str, Any], objects: list[Manifest]) -> None:
+    if set(entry) - {"path", "patch", "target"} or "target" not in entry:
+        raise NotImplementedError(f"{directory}: only JSON6902 patches with a target: {entry}")
+    if "path" in entry:
+        text = (directory / str(entry["path"])).read_text(encoding="utf-8")
+    else:
+        text = str(entry["patch"])
+    operations = yaml.safe_load(text)
+    if not isinstance(operations, list):
+        raise NotImplementedError(f"{directory}: only JSON6902 (list) patches are supported")
+    target = entry["target"]
+    matched = [obj for obj in objects if _matches_target(obj, target)]
+    if not matched:
+        raise LookupError(f"{directory}: patch target {target} matches no object")
+    for obj in matched:
+        for operation in operations:
+            _apply_json_patch_operation(obj, operation)
+
+
+def _matches_target(obj: Mapping[str, Any], target: Mapping[str, Any]) -> bool:
+    api_version = str(obj.get("apiVersion", ""))
+    group, _, version = api_version.rpartition("/")
+    meta = obj.get("metadata") or {}
+    wanted = {
+        "group": group,
+        "version": version,
+        "kind": obj.get("kind"),
+        "name": meta.get("name"),
+        "namespace": meta.get("namespace"),
+    }
+    unsupported = set(target) - set(wanted)
+    if unsupported:
+        raise NotImplementedError(f"patch target keys {sorted(unsupported)} are not supported")
+    return all(wanted[key] == value for key, value in target.items())
+
+
+def _pointer(path: str) -> list[str]:
+    if not path.startswith("/"):
+        raise ValueError(f"not a JSON pointer: {path!r}")
+    return [part.replace("~1", "/").replace("~0", "~") for part in path[1:].split("/")]
+
+
+def _apply_json_patch_operation(obj: Manifest, operation: Mapping[str, Any]) -> None:
+    op = operation.get("op")
+    parts = _pointer(str(operation["path"]))
+    parent: Any = obj
+    for part in parts[:-1]:
+        parent = parent[int(part)] if isinstance(parent, list) else parent[part]
+    last = parts[-1]
+    value = copy.deepcopy(operation.get("value"))
+    if op == "add":
+        if isinstance(parent, list):
+            if last == "-":
+                parent.append(value)
+            else:
+                parent.insert(int(last), value)
+        else:
+            parent[last] = value
+    elif op == "replace":
+        if isinstance(parent, list):
+            parent[int(last)] = value
+        else:
+            if last not in parent:
+                raise KeyError(f"replace of a missing path {operation['path']}")
+            parent[last] = value
+    elif op == "remove":
+        if isinstance(parent, list):
+            del parent[int(last)]
+        else:
+            del parent[last]
+    else:
+        raise NotImplementedError(f"JSON6902 op {op!r} is not supported by the test renderer")
+
+
+def find_objects(
+    objects: Iterable[Mapping[str, Any]], kind: str, name: str | None = None
+) -> list[Manifest]:
+    """Every object of ``kind`` (and ``name``, when given)."""
+    return [
+        dict(obj)
+        for obj in objects
+        if obj.get("kind") == kind
+        and (name is None or (obj.get("metadata") or {}).get("name") == name)
+    ]
+
+
+def find_object(
+    objects: Iterable[Mapping[str, Any]], kind: str, name: str | None = None
+) -> Manifest:
+    """The one object of ``kind`` (and ``name``); raises when there are none or several."""
+    found = find_objects(objects, kind, name)
+    if len(found) != 1:
+        raise LookupError(f"expected one {kind} {name or ''}, found {len(found)}")
+    return found[0]
+
+
+# --------------------------------------------------------------------------------------------
+# RBAC
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Grant:
+    """One PolicyRule and where it applies."""
+
+    namespace: str | None
+    """The RoleBinding's namespace; ``None`` for a ClusterRoleBinding (every namespace and the
+    cluster scope)."""
+    rule: PolicyRule = field(hash=False)
+    """The rule: ``apiGroups``, ``resources``, ``verbs`` and, when restricted, ``resourceNames``."""
+    source: str = ""
+    """``Kind/name`` of the role that holds the rule."""
+
+
+def _normalise_rule(rule: Mapping[str, Any], source: str) -> PolicyRule:
+    if rule.get("nonResourceURLs"):
+        raise ValueError(f"{source}: nonResourceURLs are not expected in the controller's RBAC")
+    unknown = set(rule) - set(_RULE_KEYS)
+    if unknown:
+        raise ValueError(f"{source}: unexpected PolicyRule keys {sorted(unknown)}")
+    normalised: PolicyRule = {}
+    for key in _RULE_KEYS:
+        values = rule.get(key) or []
+        if key == "resourceNames" and not values:
+            continue
+        normalised[key] = [str(value) for value in values]
+    return normalised
+
+
+def _binds(binding: Mapping[str, Any], service_account: tuple[str, str]) -> bool:
+    namespace, name = service_account
+    binding_namespace = (binding.get("metadata") or {}).get("namespace")
+    for subject in binding.get("subjects") or ():
+        if subject.get("kind") != "ServiceAccount" or subject.get("name") != name:
+            continue
+        if subject.get("namespace", binding_namespace) == namespace:
+            return True
+    return False
+
+
+def load_rbac_grants(
+    overlay: str = "base",
+    *,
+    service_account: tuple[str, str] = SERVICE_ACCOUNT,
+    objects: Sequence[Mapping[str, Any]] | None = None,
+) -> list[Grant]:
+    """Every rule bound to ``service_account`` in the rendered kustomization, with its scope.
+
+    Follows RoleBindings (to Roles or ClusterRoles: both granted in the binding's namespace)
+    and ClusterRoleBindings (to ClusterRoles: granted everywhere). A binding whose role is not
+    in the manifests raises :class:`LookupError`.
+    """
+    rendered = list(objects) if objects is not None else render(overlay)
+    grants: list[Grant] = []
+    for binding in rendered:
+        kind = binding.get("kind")
+        if kind not in {"RoleBinding", "ClusterRoleBinding"} or not _binds(
+            binding, service_account
+        ):
+            continue
+        binding_namespace = (binding.get("metadata") or {}).get("namespace")
+        ref = binding["roleRef"]
+        if ref.get("apiGroup") != "rbac.authorization.k8s.io":
+            raise ValueError(f"{kind} {binding['metadata']['name']}: bad roleRef {ref}")
+        if ref["kind"] == "ClusterRole":
+            role = find_object(rendered, "ClusterRole", ref["name"])
+        elif kind == "RoleBinding":
+            roles = [
+                obj
+                for obj in find_objects(rendered, "Role", ref["name"])
+                if obj["metadata"].get("namespace") == binding_namespace
+            ]
+            if len(roles) != 1:
+                raise LookupError(f"Role {binding_namespace}/{ref['name']} not found")
+            role = roles[0]
+        else:
+            raise ValueError(f"ClusterRoleBinding cannot refer to a Role: {ref}")
+        scope = binding_namespace if kind == "RoleBinding" else None
+        source = f"{role['kind']}/{role['metadata']['name']}"
+        grants.extend(
+            Grant(scope, _normalise_rule(rule, source), source) for rule in role.get("rules") or ()
+        )
+    return grants
+
+
+def load_rbac_rules(
+    overlay: str = "base", *, service_account: tuple[str, str] = SERVICE_ACCOUNT
+) -> list[PolicyRule]:
+    """The PolicyRule dicts granted to the controller's ServiceAccount by ``deploy/<overlay>``.
+
+    Shape: ``{"apiGroups": [...], "resources": [...], "verbs": [...]}`` plus
+    ``"resourceNames": [...]`` when the rule is restricted by name, as
+    ``tests.kube_double.KubeDouble(rules=...)`` accepts. The namespace a Role's rule is bound in
+    is not part of a PolicyRule; use :func:`load_rbac_grants` where that matters.
+    """
+    return [grant.rule for grant in load_rbac_grants(overlay, service_account=service_account)]
+
+
+# --------------------------------------------------------------------------------------------
+# PromQL
+# --------------------------------------------------------------------------------------------
+
+_PROMQL_KEYWORDS: Final = frozenset(
+    {
+        "and",
+        "or",
+        "unless",
+        "by",
+        "without",
+        "on",
+        "ignoring",
+        "group_left",
+        "group_right",
+        "bool",
+        "offset",
+        "inf",
+        "nan",
+        "atan2",
+    }
+)
+_STRING_RE: Final = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|`[^`]*`')
+_MATCHERS_RE: Final = re.compile(r"\{[^{}]*\}")
+_RANGE_RE: Final = re.compile(r"\[[^\[\]]*\]")
+_GROUPING_RE: Final = re.compile(
+    r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^()]*\)", re.IGNORECASE
+)
+_VARIABLE_RE: Final = re.compile(r"\$\{[^}]*\}|\$\w+|<<\.\w+>>")
+_IDENT_RE: Final = re.compile(r"[A-Za-z_:][A-Za-z0-9_:]*")
+
+
+def promql_metric_names(expr: str) -> set[str]:
+    """The metric names a PromQL expression selects (functions, keywords, label names and
+    Grafana ``$variables`` / Prometheus Adapter ``<<.Series>>`` templates are left out).
+
+    A lexical approximation, good for the expressions in ``deploy/``: strings, label matchers,
+    ranges and grouping clauses are removed first; what remains that is not a function call,
+    a keyword or part of a number is a metric name. ``{__name__=...}`` selectors are not seen.
+    """
+    text = _STRING_RE.sub('""', expr)
+    text = _VARIABLE_RE.sub(" ", text)
+    text = _MATCHERS_RE.sub(" ", text)
+    text = _RANGE_RE.sub(" ", text)
+    text = _GROUPING_RE.sub(" ", text)
+    names: set[str] = set()
+    for match in _IDENT_RE.finditer(text):
+        start = match.start()
+        if start and (text[start - 1].isalnum() or text[start - 1] in "._"):
+            continue  # the exponent or unit of a number (1e3, 5m)
+        if text[match.end() :].lstrip().startswith("("):
+            continue  # a function call
+        if match.group().lower() in _PROMQL_KEYWORDS:
+            continue
+        names.add(match.group())
+    return names
+
+
+# --------------------------------------------------------------------------------------------
+# Dockerfile and .dockerignore
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DockerStage:
+    """One ``FROM`` stage: its base image (build args substituted), name and instructions."""
+
+    base: str
+    name: str | None
+    instructions: tuple[tuple[str, str], ...]
+    """``(INSTRUCTION, arguments)``, instructions upper-cased, continuation lines joined."""
+
+    def all(self, instruction: str) -> list[str]:
+        return [args for name, args in self.instructions if name == instruction.upper()]
+
+
+def _logical_lines(text: str) -> Iterator[str]:
+    pending = ""
+    for raw in text.splitlines():
+        stripped = raw.strip()
+        if not pending and (not stripped or stripped.startswith("#")):
+            continue
+        if pending and stripped.startswith("#"):
+            continue  # comment lines inside a continued instruction are dropped by Docker
+        if stripped.endswith("\\"):
+            pending += stripped[:-1] + " "
+            continue
+        yield (pending + stripped).strip()
+        pending = ""
+    if pending.strip():
+        yield pending.strip()
+
+
+def parse_dockerfile(text: str) -> list[DockerStage]:
+    """Split a Dockerfile into stages; ``ARG`` defaults before the first ``FROM`` are
+    substituted into base images."""
+    args: dict[str, str] = {}
+    stages: list[DockerStage] = []
+    base = ""
+    name: str | None = None
+    instructions: list[tuple[str, str]] = []
+    started = False
+    for line in _logical_lines(text):
+        keyword, _, rest = line.partition(" ")
+        keyword = keyword.upper()
+        rest = rest.strip()
+        if keyword == "FROM":
+            if started:
+                stages.append(DockerStage(base, name, tuple(instructions)))
+            words = [word for word in rest.split() if not word.startswith("--")]
+            base = re.sub(
+                r"\$\{(\w+)\}|\$(\w+)", lambda m: args.get(m.group(1) or m.group(2), ""), words[0]
+            )
+            name = words[2] if len(words) >= 3 and words[1].upper() == "AS" else None
+            instructions = []
+            started = True
+        elif not started:
+            if keyword == "ARG":
+                key, _, default = rest.partition("=")
+                args[key.strip()] = default.strip()
+        else:
+            instructions.append((keyword, rest))
+    if started:
+        stages.append(DockerStage(base, name, tuple(instructions)))
+    return stages
+
+
+def dockerignore_includes(patterns: Sequence[str], path: str) -> bool:
+    """Whether ``path`` (relative, ``/``-separated) is in the build context under these
+    ``.dockerignore`` patterns: the last matching pattern wins, ``!`` re-includes, a pattern
+    that matches a parent directory matches everything below it."""
+    included = True
+    parts = PurePosixPath(path).parts
+    candidates = ["/".join(parts[: index + 1]) for index in range(len(parts))]
+    for raw in patterns:
+        pattern = raw.strip()
+        if not pattern or pattern.startswith("#"):
+            continue
+        negate = pattern.startswith("!")
+        pattern = pattern.lstrip("!").strip().strip("/")
+        if any(_dockerignore_match(pattern, candidate) for candidate in candidates):
+            included = negate
+    return included
+
+
+def _dockerignore_match(pattern: str, path: str) -> bool:
+    if pattern.startswith("**/"):
+        tail = pattern[3:]
+        segments = path.split("/")
+        return any(
+            fnmatch.fnmatchcase("/".join(segments[index:]), tail) for index in range(len(segments))
+        )
+    if "/" not in pattern and "/" in path:
+        return False
+    return fnmatch.fnmatchcase(path, pattern)
