@@ -1,0 +1,95 @@
+"""Scaling benchmark: every shared trace through reactive HPA, predictive-scaler and the
+oracle at several warm-ups (issue 3). Prints a Markdown table.
+
+    python benchmarks/backtest.py [--warmups 5m,10m,15m] [--jobs 2] [--traces DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+
+from predictive_scaler.backtest import SimulationSettings, simulate
+from predictive_scaler.config import parse_duration
+from predictive_scaler.decision import DecisionPolicy
+from predictive_scaler.traces import load_trace
+
+DEFAULT_TRACES = Path(__file__).resolve().parents[2] / "shared" / "data" / "traces"
+
+
+def run_one(path: Path, warmup: float, settings: SimulationSettings) -> dict[str, object]:
+    trace = load_trace(path)
+    started = time.perf_counter()
+    result = simulate(trace.values, trace.step_seconds, replace(settings, warmup_seconds=warmup))
+    runs = result.runs
+    reactive = runs["reactive"].underprovisioned_minutes
+    return {
+        "trace": path.name,
+        "days": trace.span_seconds / 86_400,
+        "warmup_min": warmup / 60,
+        "seconds": time.perf_counter() - started,
+        **{f"{k}_under": r.underprovisioned_minutes for k, r in runs.items()},
+        **{f"{k}_gpu": r.gpu_hours for k, r in runs.items()},
+        **{f"{k}_events": r.scale_events for k, r in runs.items()},
+        **{f"{k}_unserved": r.unserved_fraction for k, r in runs.items()},
+        "under_ratio": runs["predictive"].underprovisioned_minutes / reactive if reactive else 0.0,
+        "gpu_ratio": runs["predictive"].gpu_hours / runs["oracle"].gpu_hours,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--traces", type=Path, default=DEFAULT_TRACES)
+    parser.add_argument("--only", help="comma-separated file names")
+    parser.add_argument("--warmups", default="5m,10m,15m")
+    parser.add_argument("--quantile", type=float, default=0.9)
+    parser.add_argument("--scale-down-delay", default=None)
+    parser.add_argument("--jobs", type=int, default=2)
+    args = parser.parse_args()
+
+    paths = sorted(p for p in args.traces.glob("*.csv*") if not p.name.endswith("_tokens.csv"))
+    if args.only:
+        wanted = set(args.only.split(","))
+        paths = [p for p in paths if p.name in wanted]
+    warmups = [parse_duration(w) for w in args.warmups.split(",")]
+    settings = SimulationSettings(quantile=args.quantile)
+    if args.scale_down_delay:
+        delay = parse_duration(args.scale_down_delay, allow_zero=True)
+        settings = replace(settings, decision=DecisionPolicy(scale_down_delay_seconds=delay))
+    jobs = [(p, w) for p in paths for w in warmups]
+    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+        futures = [pool.submit(run_one, p, w, settings) for p, w in jobs]
+        rows = []
+        for i, future in enumerate(futures, 1):
+            rows.append(future.result())
+            print(
+                f"[{i}/{len(jobs)}] {rows[-1]['trace']} warm-up {rows[-1]['warmup_min']:g}m "
+                f"{rows[-1]['seconds']:.0f}s",
+                file=sys.stderr,
+            )
+
+    print(
+        "| trace | days | warm-up | under-provisioned min (reactive / predictive / oracle) "
+        "| predictive ÷ reactive | GPU-h (reactive / predictive / oracle) "
+        "| predictive ÷ oracle | scale events (r / p / o) | sim s |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r['trace']} | {r['days']:.1f} | {r['warmup_min']:g}m "
+            f"| {r['reactive_under']:.0f} / {r['predictive_under']:.0f} / {r['oracle_under']:.0f} "
+            f"| {r['under_ratio']:.3f} "
+            f"| {r['reactive_gpu']:.0f} / {r['predictive_gpu']:.0f} / {r['oracle_gpu']:.0f} "
+            f"| {r['gpu_ratio']:.3f} "
+            f"| {r['reactive_events']} / {r['predictive_events']} / {r['oracle_events']} "
+            f"| {r['seconds']:.0f} |"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
