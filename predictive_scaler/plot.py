@@ -9,6 +9,8 @@ import numpy as np
 from predictive_scaler.backtest import SimulationResult
 
 COLOURS = {"reactive": "#d62728", "predictive": "#1f77b4", "oracle": "#2ca02c"}
+# Drawing order: the policy being judged goes on top.
+ORDER = ("oracle", "reactive", "predictive")
 
 
 def draw_backtest(result: SimulationResult, title: str, path: str | Path) -> None:
@@ -34,19 +36,21 @@ def draw_backtest(result: SimulationResult, title: str, path: str | Path) -> Non
 
     ax = axes[0]
     ax.fill_between(hours[window], result.demand[window], color="0.8", label="demand (pods)")
-    for name, run in result.runs.items():
+    for name in ORDER:
+        run = result.runs[name]
         ax.plot(
             hours[window], run.ready[window], color=COLOURS[name], lw=0.8, label=f"{name} ready"
         )
     ax.set_title("Whole evaluation window: demand vs ready pods")
     ax.set_xlabel("hours since the evaluation started")
-    ax.set_ylabel("pods")
+    ax.set_ylabel("pods (demand: pods' worth of KV cache)")
     ax.legend(loc="upper right", ncol=4, fontsize=8)
     ax.axvspan(hours[zoom.start], hours[zoom.stop - 1], color="gold", alpha=0.2)
 
     ax = axes[1]
     ax.fill_between(hours[zoom], result.demand[zoom], color="0.8", label="demand (pods)")
-    for name, run in result.runs.items():
+    for name in ORDER:
+        run = result.runs[name]
         ax.step(
             hours[zoom],
             run.ready[zoom],
@@ -72,7 +76,8 @@ def draw_backtest(result: SimulationResult, title: str, path: str | Path) -> Non
     ax.legend(loc="upper right", ncol=3, fontsize=8)
 
     ax = axes[2]
-    for name, run in result.runs.items():
+    for name in ORDER:
+        run = result.runs[name]
         ax.step(
             hours[zoom],
             run.total[zoom],
