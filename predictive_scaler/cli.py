@@ -63,6 +63,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
 # -- backtest --------------------------------------------------------------------------
 
 
@@ -309,6 +316,37 @@ def _add_cluster_commands(commands: Any) -> None:
     )
     run.add_argument("--identity", help="leader-election identity (default: $POD_NAME or host)")
     run.add_argument("--log-format", choices=LOG_FORMATS, default="auto", help="log format")
+    run.add_argument(
+        "--external-metrics-port",
+        type=int,
+        metavar="PORT",
+        help="also serve the External Metrics API (external.metrics.k8s.io/v1beta1) over HTTPS "
+        "on PORT (off by default; needs --tls-cert-file and --tls-key-file)",
+    )
+    run.add_argument("--tls-cert-file", metavar="FILE", help="PEM certificate for that server")
+    run.add_argument("--tls-key-file", metavar="FILE", help="PEM private key for that server")
+    run.add_argument(
+        "--shard-index",
+        type=_non_negative_int,
+        default=0,
+        metavar="I",
+        help="this controller's shard, 0 <= I < --shard-count (default 0)",
+    )
+    run.add_argument(
+        "--shard-count",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="controllers sharing the targets by a stable hash of namespace/name, each with its "
+        "own Lease <leaseName>-shard-I-of-N (default 1: all targets, the plain Lease)",
+    )
+    run.add_argument(
+        "--fit-workers",
+        type=_non_negative_int,
+        default=0,
+        metavar="N",
+        help="fit models in N worker processes (default 0: a thread of the controller)",
+    )
     run.set_defaults(handler=run_controller_command)
 
     rec = commands.add_parser(
@@ -324,7 +362,13 @@ def run_controller_command(args: argparse.Namespace) -> int:
     import asyncio
 
     from predictive_scaler.runtime import RunOptions, run_controller
+    from predictive_scaler.sharding import Shard
 
+    try:
+        Shard(args.shard_index, args.shard_count)
+    except ValueError as error:
+        print(f"predictive-scaler run: error: {error}", file=sys.stderr)
+        return 2
     options = RunOptions(
         config_file=args.config_file,
         config_map=args.config_map,
@@ -336,6 +380,12 @@ def run_controller_command(args: argparse.Namespace) -> int:
         restore_on_exit=args.restore_on_exit,
         identity=args.identity,
         log_format=args.log_format,
+        external_metrics_port=args.external_metrics_port,
+        tls_cert_file=args.tls_cert_file,
+        tls_key_file=args.tls_key_file,
+        shard_index=args.shard_index,
+        shard_count=args.shard_count,
+        fit_workers=args.fit_workers,
     )
     return asyncio.run(run_controller(options))
 

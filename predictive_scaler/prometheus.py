@@ -24,7 +24,7 @@ import re
 import ssl
 import string
 import types
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final, TypeVar
@@ -41,6 +41,7 @@ from urllib3.util.retry import Retry
 
 __all__ = [
     "MAX_POINTS_PER_QUERY",
+    "GroupedRanges",
     "PrometheusError",
     "PrometheusQueryError",
     "PrometheusSettings",
@@ -48,7 +49,10 @@ __all__ = [
     "PrometheusUnavailable",
     "RangeResult",
     "RangeStatus",
+    "batchable_metric",
     "escape_promql_string",
+    "escape_re2_literal",
+    "render_batch_query",
     "render_matchers",
     "render_query",
 ]
@@ -399,18 +403,33 @@ class PrometheusSource:
         Raises ValueError only for invalid arguments (naive datetimes, step <= 0, end < start).
         Long ranges are split into requests of at most `max_points_per_query` points.
         """
+        answer = await self.fetch_range_grouped(query, (), start, end, step_seconds)
+        if isinstance(answer, RangeResult):
+            return answer
+        return answer.get((), _empty_result(answer.grid))
+
+    async def fetch_range_grouped(
+        self,
+        query: str,
+        by: Sequence[str],
+        start: datetime,
+        end: datetime,
+        step_seconds: float,
+    ) -> RangeResult | GroupedRanges:
+        """Like `fetch_range`, but one `RangeResult` per distinct value tuple of the labels
+        `by` (a label a series lacks counts as ""): the answer to a batched query such as
+        `sum by (namespace) (m{namespace=~"a|b"})`, split back per target. Each group is
+        judged exactly as `fetch_range` judges a query answering that group's series alone.
+        A failed request gives one ERROR `RangeResult` for all groups.
+        """
         start_s, end_s = _unix_seconds(start, "start"), _unix_seconds(end, "end")
         if not (step_seconds > 0 and math.isfinite(step_seconds)):
             raise ValueError(f"step_seconds must be a positive number, got {step_seconds}")
         if end_s < start_s:
             raise ValueError("end is before start")
         n_steps = math.floor((end_s - start_s) / step_seconds + 1e-9) + 1
-        grid = start_s + np.arange(n_steps, dtype=np.float64) * step_seconds
-        sums = np.zeros(n_steps)
-        present = np.zeros(n_steps, dtype=np.int64)
-        nonfinite_steps = np.zeros(n_steps, dtype=bool)
-        nonfinite_samples = 0
-        series_keys: set[tuple[tuple[str, str], ...]] = set()
+        grid = _frozen(start_s + np.arange(n_steps, dtype=np.float64) * step_seconds)
+        groups: dict[tuple[str, ...], _Accumulator] = {}
 
         for first in range(0, n_steps, self._max_points):
             last = min(n_steps, first + self._max_points) - 1
@@ -426,40 +445,13 @@ class PrometheusSource:
             except Exception as exc:  # every failure becomes a value, not a raise
                 return _error_result(grid, f"range query failed: {self._describe(exc)}")
             for labels, ts, samples in chunk:
-                series_keys.add(labels)
-                index = np.rint((ts - start_s) / step_seconds).astype(np.int64)
-                keep = (index >= 0) & (index < n_steps)
-                index, vs = index[keep], samples[keep]
-                finite = np.isfinite(vs)
-                np.add.at(sums, index[finite], vs[finite])
-                np.add.at(present, index, 1)
-                nonfinite_steps[index[~finite]] = True
-                nonfinite_samples += int((~finite).sum())
-
-        n_series = len(series_keys)
-        if n_series == 0:
-            return _freeze(
-                RangeStatus.EMPTY, grid, np.full(n_steps, np.nan), "query returned no series", 0
-            )
-        values = np.where((present > 0) & ~nonfinite_steps, sums, np.nan)
-        problems = []
-        no_sample = int((present == 0).sum())
-        if no_sample:
-            problems.append(f"{no_sample} of {n_steps} steps have no sample")
-        some_missing = int(((present > 0) & (present < n_series)).sum())
-        if some_missing:
-            problems.append(
-                f"{some_missing} steps lack a sample in some of the {n_series} series "
-                "(summed over the series present)"
-            )
-        if nonfinite_samples:
-            problems.append(
-                f"{nonfinite_samples} NaN/Inf samples made {int(nonfinite_steps.sum())} steps NaN"
-            )
-        if problems:
-            return _freeze(RangeStatus.PARTIAL, grid, values, "; ".join(problems), n_series)
-        summary = f"{n_series} series summed over {n_steps} steps"
-        return _freeze(RangeStatus.OK, grid, values, summary, n_series)
+                found = dict(labels)
+                key = tuple(found.get(name, "") for name in by)
+                acc = groups.get(key)
+                if acc is None:
+                    acc = groups[key] = _Accumulator(n_steps)
+                acc.add(labels, np.rint((ts - start_s) / step_seconds).astype(np.int64), samples)
+        return GroupedRanges(grid, {key: acc.result(grid) for key, acc in groups.items()})
 
     async def fetch_instant(self, query: str, at: datetime) -> float | None:
         """Evaluate `query` at `at`; the sum over the returned series.
@@ -749,12 +741,149 @@ def _freeze(
     message: str,
     series_count: int,
 ) -> RangeResult:
-    timestamps = np.array(timestamps, dtype=np.float64)
-    values = np.array(values, dtype=np.float64)
-    timestamps.setflags(write=False)
-    values.setflags(write=False)
-    return RangeResult(status, timestamps, values, message, series_count)
+    return RangeResult(status, _frozen(timestamps), _frozen(values), message, series_count)
+
+
+def _frozen(array: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """A read-only float64 array: ``array`` itself when it already is one (so the groups of
+    a batched answer share one grid instead of a copy each), else a frozen copy."""
+    if array.dtype == np.float64 and not array.flags.writeable:
+        return array
+    out = np.array(array, dtype=np.float64)
+    out.setflags(write=False)
+    return out
 
 
 def _error_result(grid: npt.NDArray[np.float64], message: str) -> RangeResult:
     return _freeze(RangeStatus.ERROR, grid, np.full(grid.shape, np.nan), message, 0)
+
+
+def _empty_result(grid: npt.NDArray[np.float64]) -> RangeResult:
+    return _freeze(
+        RangeStatus.EMPTY, grid, np.full(grid.shape, np.nan), "query returned no series", 0
+    )
+
+
+class _Accumulator:
+    """Per-step sums of the series of one group, and what was missing or not finite."""
+
+    def __init__(self, n_steps: int) -> None:
+        self.n_steps = n_steps
+        self.sums = np.zeros(n_steps)
+        self.present = np.zeros(n_steps, dtype=np.int64)
+        self.nonfinite_steps = np.zeros(n_steps, dtype=bool)
+        self.nonfinite_samples = 0
+        self.series_keys: set[tuple[tuple[str, str], ...]] = set()
+
+    def add(
+        self,
+        labels: tuple[tuple[str, str], ...],
+        index: npt.NDArray[np.int64],
+        samples: npt.NDArray[np.float64],
+    ) -> None:
+        self.series_keys.add(labels)
+        keep = (index >= 0) & (index < self.n_steps)
+        index, vs = index[keep], samples[keep]
+        finite = np.isfinite(vs)
+        np.add.at(self.sums, index[finite], vs[finite])
+        np.add.at(self.present, index, 1)
+        self.nonfinite_steps[index[~finite]] = True
+        self.nonfinite_samples += int((~finite).sum())
+
+    def result(self, grid: npt.NDArray[np.float64]) -> RangeResult:
+        n_steps, present = self.n_steps, self.present
+        n_series = len(self.series_keys)
+        if n_series == 0:
+            return _empty_result(grid)
+        values = np.where((present > 0) & ~self.nonfinite_steps, self.sums, np.nan)
+        problems = []
+        no_sample = int((present == 0).sum())
+        if no_sample:
+            problems.append(f"{no_sample} of {n_steps} steps have no sample")
+        some_missing = int(((present > 0) & (present < n_series)).sum())
+        if some_missing:
+            problems.append(
+                f"{some_missing} steps lack a sample in some of the {n_series} series "
+                "(summed over the series present)"
+            )
+        if self.nonfinite_samples:
+            problems.append(
+                f"{self.nonfinite_samples} NaN/Inf samples made "
+                f"{int(self.nonfinite_steps.sum())} steps NaN"
+            )
+        if problems:
+            return _freeze(RangeStatus.PARTIAL, grid, values, "; ".join(problems), n_series)
+        summary = f"{n_series} series summed over {n_steps} steps"
+        return _freeze(RangeStatus.OK, grid, values, summary, n_series)
+
+
+# --------------------------------------------------------------------------- batching
+
+_BATCHABLE: Final = re.compile(
+    r"^\s*sum\s*\(\s*([a-zA-Z_:][a-zA-Z0-9_:]*)\s*\{\s*\$\{matchers\}\s*\}\s*\)\s*$"
+)
+
+
+def batchable_metric(template: str) -> str | None:
+    """The metric name when `template` is exactly `sum(METRIC{${matchers}})` (the shape of
+    the presets), else None: only such queries are answered for many targets at once."""
+    match = _BATCHABLE.match(template)
+    return match.group(1) if match else None
+
+
+def escape_re2_literal(value: str) -> str:
+    """`value` as an RE2 pattern matching exactly that text: every ASCII character that is
+    not a letter, a digit or `_` gets a backslash (RE2 reads those as themselves)."""
+    return "".join(
+        "\\" + ch if ord(ch) < 0x80 and not (ch.isalnum() or ch == "_") else ch for ch in value
+    )
+
+
+def render_batch_query(
+    metric: str, label_sets: Sequence[Mapping[str, str]]
+) -> tuple[str, tuple[str, ...]]:
+    """One query answering `sum(metric{<labels>})` for each of `label_sets` (which must share
+    their label names): `sum by (<names>) (metric{name=~"v1|v2",...})` and the label names
+    to split the answer by (`GroupedRanges.get` with the values in this order).
+
+    The regex alternatives may match series of combinations no target asked for; those
+    come back as groups nobody reads. Values are RE2-escaped, then PromQL-escaped.
+    """
+    if not label_sets:
+        raise ValueError("no label sets to batch")
+    names = tuple(label_sets[0])
+    for labels in label_sets:
+        if tuple(labels) != names:
+            raise ValueError("batched label sets must have the same label names in order")
+    for name in names:
+        if not _LABEL_NAME.match(name):
+            raise ValueError(f"invalid label name {name!r}: must match [a-zA-Z_][a-zA-Z0-9_]*")
+    matchers = []
+    for name in names:
+        values = sorted({labels[name] for labels in label_sets})
+        pattern = "|".join(escape_re2_literal(v) for v in values)
+        matchers.append(f'{name}=~"{escape_promql_string(pattern)}"')
+    query = f"sum by ({', '.join(names)}) ({metric}{{{','.join(matchers)}}})"
+    return query, names
+
+
+@dataclass(frozen=True, eq=False)
+class GroupedRanges:
+    """A grouped range answer: one `RangeResult` per label-value tuple that had series."""
+
+    grid: npt.NDArray[np.float64]
+    groups: Mapping[tuple[str, ...], RangeResult]
+
+    def get(self, key: tuple[str, ...], default: RangeResult | None = None) -> RangeResult:
+        """The group's result; EMPTY (as the per-target query would be) when it had none.
+        The EMPTY results of one answer are one shared object (they are read-only)."""
+        found = self.groups.get(key)
+        if found is not None:
+            return found
+        if default is not None:
+            return default
+        empty: RangeResult | None = self.__dict__.get("_empty")
+        if empty is None:
+            empty = _empty_result(self.grid)
+            object.__setattr__(self, "_empty", empty)
+        return empty

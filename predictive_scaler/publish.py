@@ -2,14 +2,16 @@
 
 The metrics live in their own ``CollectorRegistry`` (never the process-global one), so tests
 and several controllers in one process do not collide. This module only stores and serves
-values computed elsewhere; it decides nothing.
+values computed elsewhere; it decides nothing. :meth:`ControllerMetrics.published` reads the
+stored per-target values back (the built-in External Metrics API serves them from there).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Final
 
 from aiohttp import web
@@ -21,6 +23,7 @@ __all__ = [
     "PATCH_RESULTS",
     "ControllerMetrics",
     "HealthState",
+    "PublishedValue",
     "SignalFigures",
     "TargetFigures",
     "make_app",
@@ -60,6 +63,21 @@ class TargetFigures:
     applied_min_replicas: int | None
     base_min_replicas: int | None
     signals: tuple[SignalFigures, ...] = ()
+    at: datetime | None = None
+    """When the cycle computed these values; ``None``: when they are published."""
+
+
+@dataclass(frozen=True)
+class PublishedValue:
+    """One stored per-target gauge value, read back by :meth:`ControllerMetrics.published`."""
+
+    metric: str
+    labels: Mapping[str, str]
+    """Every label of the series (``target``, ``namespace``, ``hpa``, and per signal
+    ``signal``, ``horizon_seconds``, ``quantile`` as the metric has them)."""
+    value: float
+    at: datetime
+    """When the cycle that computed the value ran."""
 
 
 class ControllerMetrics:
@@ -154,6 +172,20 @@ class ControllerMetrics:
             "predictive_scaler_targets", "Enabled targets in the configuration.", registry=r
         )
         self._series: dict[str, set[tuple[MetricWrapperBase, tuple[str, ...]]]] = {}
+        # Read-only copies of the per-target values for published(): metric -> its label names,
+        # (metric, label values) -> (value, when).
+        self._label_names: dict[MetricWrapperBase, tuple[str, ...]] = {
+            self.forecast_mean: (*_SIGNAL_LABELS, "horizon_seconds"),
+            self.forecast_upper: (*_SIGNAL_LABELS, "horizon_seconds", "quantile"),
+            self.recommended: _TARGET_LABELS,
+            self.applied: _TARGET_LABELS,
+            self.base: _TARGET_LABELS,
+            self.abs_error: _SIGNAL_LABELS,
+            self.coverage: _SIGNAL_LABELS,
+            self.data_ok: _SIGNAL_LABELS,
+        }
+        self._values: dict[tuple[MetricWrapperBase, tuple[str, ...]], tuple[float, datetime]] = {}
+        self._published_at: datetime = datetime.now(UTC)
 
     # ---------------------------------------------------------------- per target
 
@@ -165,15 +197,18 @@ class ControllerMetrics:
             if (metric, labels) in known:
                 metric.remove(*labels)
                 known.discard((metric, labels))
+                self._values.pop((metric, labels), None)
             return
         gauge = metric.labels(*labels)
         assert isinstance(gauge, Gauge)
         gauge.set(value)
         known.add((metric, labels))
+        self._values[(metric, labels)] = (value, self._published_at)
 
     def publish_target(self, figures: TargetFigures) -> None:
         """Set a target's gauges from one cycle; label sets it no longer has are removed."""
         t = figures.target
+        self._published_at = figures.at or datetime.now(UTC)
         stale = set(self._series.get(t, set()))
         ids = (t, figures.namespace, figures.hpa)
         fresh: set[tuple[MetricWrapperBase, tuple[str, ...]]] = set()
@@ -201,6 +236,7 @@ class ControllerMetrics:
         """Forget every gauge of a target removed from the configuration."""
         for metric, labels in self._series.pop(target, set()):
             metric.remove(*labels)
+            self._values.pop((metric, labels), None)
 
     def count_cycle_error(self, target: str, kind: str) -> None:
         self.cycle_errors.labels(target, kind).inc()
@@ -229,6 +265,23 @@ class ControllerMetrics:
 
     def known_targets(self) -> Iterable[str]:
         return tuple(self._series)
+
+    def published(self, metric: str) -> list[PublishedValue]:
+        """The current values of one per-target gauge (by its name on ``/metrics``, e.g.
+        ``predictive_scaler_forecast_upper``), as last published; ``[]`` for a name that is
+        not a per-target gauge. A copy: changing it changes nothing here."""
+        wanted = [(m, names) for m, names in self._label_names.items() if _name(m) == metric]
+        values = []
+        for gauge, names in wanted:
+            for (m, labels), (value, at) in self._values.items():
+                if m is gauge:
+                    named = dict(zip(names, labels, strict=True))
+                    values.append(PublishedValue(metric, named, value, at))
+        return sorted(values, key=lambda v: tuple(sorted(v.labels.items())))
+
+
+def _name(metric: MetricWrapperBase) -> str:
+    return str(next(iter(metric.describe())).name)
 
 
 def _maybe(value: int | None) -> float | None:

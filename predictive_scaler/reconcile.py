@@ -24,7 +24,7 @@ from typing import Final, Literal, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from models import FitResult, InsufficientHistory, InvalidSeries, fit_model
+from models import FitResult, InsufficientHistory, InvalidSeries
 from models.series import mask_ranges
 from predictive_scaler.config import Policy, Signal, Target
 from predictive_scaler.decision import (
@@ -41,6 +41,8 @@ from predictive_scaler.forecasting import (
     ForecastSettings,
     TargetForecaster,
     WindowForecast,
+    fit_compact,
+    refit_offset,
     steps_for,
 )
 from predictive_scaler.kube import (
@@ -56,18 +58,31 @@ from predictive_scaler.kube import (
     ObjectRef,
 )
 from predictive_scaler.logs import Logger, get_logger
-from predictive_scaler.prometheus import RangeResult, RangeStatus, render_matchers, render_query
+from predictive_scaler.prometheus import (
+    GroupedRanges,
+    RangeResult,
+    RangeStatus,
+    batchable_metric,
+    render_batch_query,
+    render_matchers,
+    render_query,
+)
 
 __all__ = [
+    "DEFAULT_BATCH_SAMPLES",
+    "DEFAULT_BATCH_SIZE",
     "MANAGED_ANNOTATIONS",
     "MAX_CONFLICT_RETRIES",
     "REASON_BASE_RESTORED",
     "CycleReport",
+    "FetchPlan",
+    "GroupedMetricSource",
     "HpaApi",
     "MetricSource",
     "SignalReport",
     "TargetReconciler",
     "determine_base",
+    "prefetch_batched",
 ]
 
 FloatArray = npt.NDArray[np.float64]
@@ -235,51 +250,199 @@ class _Pending:
 
 @dataclass
 class _SignalState:
-    """One signal's demand buffer and model."""
+    """One signal's demand buffer and model.
+
+    The buffer is a ring of ``capacity`` points allocated once: a steady cycle writes its
+    new point in place, so nothing the size of the history is allocated per cycle; the
+    ordered history is copied out only to fit (:meth:`window`).
+    """
 
     signal: Signal
     forecaster: TargetForecaster
     capacity: int
     step: float
-    values: FloatArray = field(default_factory=lambda: np.empty(0))
+    key: str = ""
+    """Stable id of the target's signal (refit staggering)."""
     start: float | None = None
-    """Epoch seconds of ``values[0]``."""
+    """Epoch seconds of the oldest buffered point."""
+    _ring: FloatArray = field(default_factory=lambda: np.empty(0), repr=False)
+    _head: int = 0
+    """Ring index of the oldest point."""
+    size: int = 0
+    """Points in the buffer."""
     pending: deque[_Pending] = field(default_factory=deque)
     errors: deque[float] = field(default_factory=lambda: deque(maxlen=LIVE_ERROR_WINDOW))
     covered: deque[bool] = field(default_factory=lambda: deque(maxlen=LIVE_ERROR_WINDOW))
     fit_problem: str | None = None
 
     @property
+    def values(self) -> FloatArray:
+        """All buffered points, oldest first (a copy)."""
+        return self.window(self.size)
+
+    def window(self, points: int) -> FloatArray:
+        """The newest ``points`` points (at most all), oldest first, as a new array."""
+        n = min(max(points, 0), self.size)
+        first = (self._head + self.size - n) % max(self.capacity, 1)
+        if first + n <= self._ring.size:
+            return self._ring[first : first + n].copy()
+        return np.concatenate([self._ring[first:], self._ring[: first + n - self._ring.size]])
+
+    @property
     def last(self) -> float | None:
         """Epoch seconds of the newest point."""
-        if self.start is None or not self.values.size:
+        if self.start is None or not self.size:
             return None
-        return self.start + (self.values.size - 1) * self.step
+        return self.start + (self.size - 1) * self.step
+
+    def reset(self) -> None:
+        """Forget the buffered points (keeps the allocation)."""
+        self.start, self._head, self.size = None, 0, 0
 
     def append(self, start: float, new: FloatArray) -> None:
-        """Append points that follow the buffer; keep at most ``capacity``."""
-        if self.start is None or not self.values.size:
-            self.start, self.values = start, np.asarray(new, dtype=np.float64)
-        else:
-            self.values = np.concatenate([self.values, new])
-        overflow = self.values.size - self.capacity
+        """Append points that follow the buffer (the first at ``start`` when it is empty);
+        keep the newest ``capacity``."""
+        arr = np.asarray(new, dtype=np.float64)
+        cap, step = self.capacity, self.step
+        if self._ring.size != cap:
+            self._ring = np.empty(cap)
+        if self.start is None or not self.size:
+            self.start, self._head, self.size = start, 0, 0
+        if arr.size >= cap:
+            self.start += (self.size + arr.size - cap) * step
+            self._ring[:] = arr[arr.size - cap :]
+            self._head, self.size = 0, cap
+            return
+        at = (self._head + self.size) % cap
+        first = min(arr.size, cap - at)
+        self._ring[at : at + first] = arr[:first]
+        self._ring[: arr.size - first] = arr[first:]
+        self.size += arr.size
+        overflow = self.size - cap
         if overflow > 0:
-            self.values = self.values[overflow:]
-            self.start += overflow * self.step
+            self._head = (self._head + overflow) % cap
+            self.size = cap
+            self.start += overflow * step
+
+    def _at(self, index: int) -> float:
+        return float(self._ring[(self._head + index) % self.capacity])
 
     def value_at(self, when: float) -> float:
         if self.start is None:
             return math.nan
         index = round((when - self.start) / self.step)
-        if 0 <= index < self.values.size:
-            return float(self.values[index])
+        if 0 <= index < self.size:
+            return self._at(index)
         return math.nan
 
     def newest_finite(self) -> float | None:
+        if self.start is None or not self.size:
+            return None
+        if math.isfinite(self._at(self.size - 1)):  # the usual case: no scan of the history
+            return self.start + (self.size - 1) * self.step
         finite = np.flatnonzero(np.isfinite(self.values))
-        if self.start is None or not finite.size:
+        if not finite.size:
             return None
         return self.start + float(finite[-1]) * self.step
+
+
+def _fetch_window(state: _SignalState, now: datetime) -> tuple[float, float]:
+    """Epoch seconds of the first and last point the next fetch asks for: the whole history
+    at first, then only what follows the newest point (``start > end``: nothing new)."""
+    step = state.step
+    end = math.floor(now.timestamp() / step) * step
+    oldest = end - (state.capacity - 1) * step
+    last = state.last
+    start = oldest if last is None else max(last + step, oldest)
+    return start, end
+
+
+@dataclass(frozen=True, eq=False)
+class FetchPlan:
+    """One range query of one target's cycle that a batched query can answer."""
+
+    reconciler: TargetReconciler
+    template: str
+    metric: str
+    labels: Mapping[str, str]
+    start: float
+    end: float
+    step: float
+
+
+class GroupedMetricSource(Protocol):
+    """A source that can answer a batched query split by labels (met by
+    :class:`~predictive_scaler.prometheus.PrometheusSource`)."""
+
+    async def fetch_range_grouped(
+        self,
+        query: str,
+        by: Sequence[str],
+        start: datetime,
+        end: datetime,
+        step_seconds: float,
+    ) -> RangeResult | GroupedRanges: ...
+
+
+DEFAULT_BATCH_SIZE: Final = 100
+"""Most targets per batched query (keeps the regex and the URL short)."""
+DEFAULT_BATCH_SAMPLES: Final = 200_000
+"""Most samples per batched answer: the JSON of a first fetch (7 days at 1 m is 10,080
+points per target) is parsed into Python objects, about 150 bytes a sample, so this keeps a
+batch near 30 MB instead of hundreds."""
+
+
+async def prefetch_batched(
+    plans: Sequence[FetchPlan],
+    source: GroupedMetricSource,
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    max_samples: int = DEFAULT_BATCH_SAMPLES,
+    concurrency: int = 2,
+) -> int:
+    """Answer many targets' range queries with few batched ones, and hand each target its
+    part (:meth:`TargetReconciler.accept_prefetched`); returns the number of queries made.
+
+    Plans are grouped by (metric, label names, start, end, step): targets that share the
+    query shape and the window. Each group becomes ``sum by (<labels>) (metric{l=~"a|b"})``
+    in chunks of at most ``batch_size`` targets and ``max_samples`` samples; the answer for a
+    target is the group of its label values, judged exactly as its own query's answer would
+    be. A failed batch is an ERROR for each of its targets, as their own queries would have
+    been. Targets whose queries have another shape keep their own queries (nothing is
+    prefetched for them).
+    """
+    groups: dict[tuple[object, ...], list[FetchPlan]] = {}
+    for plan in plans:
+        key = (plan.metric, tuple(plan.labels), plan.start, plan.end, plan.step)
+        groups.setdefault(key, []).append(plan)
+    chunks = []
+    for members in groups.values():
+        first = members[0]
+        points = math.floor((first.end - first.start) / first.step + 1e-9) + 1
+        size = max(1, min(batch_size, max_samples // points))
+        chunks += [members[i : i + size] for i in range(0, len(members), size)]
+    limit = asyncio.Semaphore(max(1, concurrency))
+
+    async def run(chunk: list[FetchPlan]) -> None:
+        first = chunk[0]
+        query, names = render_batch_query(first.metric, [p.labels for p in chunk])
+        async with limit:
+            answer = await source.fetch_range_grouped(
+                query,
+                names,
+                datetime.fromtimestamp(first.start, UTC),
+                datetime.fromtimestamp(first.end, UTC),
+                first.step,
+            )
+        for plan in chunk:
+            if isinstance(answer, RangeResult):
+                result = answer
+            else:
+                result = answer.get(tuple(plan.labels[name] for name in names))
+            plan.reconciler.accept_prefetched(plan, result)
+
+    await asyncio.gather(*(run(chunk) for chunk in chunks))
+    return len(chunks)
 
 
 # ---------------------------------------------------------------------------- reconciler
@@ -328,11 +491,18 @@ class TargetReconciler:
         )
         capacity = steps_for(p.history_seconds, p.step_seconds)
         self._signals = {
-            s.name: _SignalState(s, TargetForecaster(self.settings), capacity, p.step_seconds)
+            s.name: _SignalState(
+                s,
+                TargetForecaster(self.settings),
+                capacity,
+                p.step_seconds,
+                key=f"{target.namespace}/{target.name}/{s.name}",
+            )
             for s in target.signals
         }
         self.history = DecisionHistory()
         self.matchers = render_matchers(target.match_labels)
+        self._prefetched: dict[tuple[str, float, float, float], RangeResult] = {}
 
     @property
     def policy(self) -> Policy:
@@ -340,8 +510,39 @@ class TargetReconciler:
 
     # ------------------------------------------------------------------ the cycle
 
+    def plan_fetches(self, now: datetime) -> list[FetchPlan]:
+        """The range queries this cycle will make (when ``now`` is the cycle's time) that a
+        batched query can answer: templates of the preset shape only."""
+        plans: list[FetchPlan] = []
+        for state in self._signals.values():
+            start, end = _fetch_window(state, now)
+            if start > end:
+                continue
+            signal = state.signal
+            for template in (signal.query, signal.queue_query, signal.running_query):
+                if template is None:
+                    continue
+                metric = batchable_metric(template)
+                if metric is not None:
+                    plans.append(
+                        FetchPlan(
+                            self, template, metric, self.target.match_labels, start, end, state.step
+                        )
+                    )
+        return plans
+
+    def accept_prefetched(self, plan: FetchPlan, result: RangeResult) -> None:
+        """Hold a batched answer for this cycle's fetch of ``plan`` (used once)."""
+        self._prefetched[(plan.template, plan.start, plan.end, plan.step)] = result
+
     async def reconcile(self) -> CycleReport:
         """One cycle. Raises only for unexpected failures; API failures are reported."""
+        try:
+            return await self._reconcile()
+        finally:
+            self._prefetched.clear()  # an answer not used this cycle is stale by the next
+
+    async def _reconcile(self) -> CycleReport:
         now = self.clock()
         t = self.target
         try:
@@ -609,17 +810,17 @@ class TargetReconciler:
                 problem = "no data: no sample in the history"
             elif now_s - newest > p.stale_after_seconds:
                 problem = f"stale: newest sample is {now_s - newest:.0f}s old"
-        if state.values.size and new is not None:
+        if state.size and new is not None:
             fit_problem = await self._refit_or_observe(state, new)
             problem = problem or fit_problem
         if state.forecaster.model is None:
             problem = problem or state.fit_problem or "no model fitted yet"
-            return replace(base, problem=problem, points=int(state.values.size))
+            return replace(base, problem=problem, points=state.size)
         try:
             window = state.forecaster.forecast()
         except (ValueError, RuntimeError) as error:
             problem = f"forecast failed: {error}"
-            return replace(base, problem=problem, points=int(state.values.size))
+            return replace(base, problem=problem, points=state.size)
         last = state.last
         if problem is None and last is not None:
             state.pending.append(
@@ -634,9 +835,7 @@ class TargetReconciler:
         window: WindowForecast,
         problem: str | None,
     ) -> SignalReport:
-        bt_error, bt_coverage, bt_count = _backtest_error(
-            state.forecaster, self.settings.horizon_steps, self.settings.quantile
-        )
+        backtest = state.forecaster.backtest_
         return replace(
             base,
             problem=problem,
@@ -647,10 +846,10 @@ class TargetReconciler:
             live_abs_error=float(np.mean(state.errors)) if state.errors else None,
             live_coverage=float(np.mean(state.covered)) if state.covered else None,
             live_count=len(state.errors),
-            backtest_abs_error=bt_error,
-            backtest_coverage=bt_coverage,
-            backtest_count=bt_count,
-            points=int(state.values.size),
+            backtest_abs_error=backtest.abs_error,
+            backtest_coverage=backtest.coverage,
+            backtest_count=backtest.count,
+            points=state.size,
         )
 
     async def _fetch(
@@ -662,12 +861,10 @@ class TargetReconciler:
         On a failed or empty answer nothing advances, so the next cycle asks again.
         """
         step = state.step
-        end = math.floor(now.timestamp() / step) * step
-        oldest = end - (state.capacity - 1) * step
+        start, end = _fetch_window(state, now)
         last = state.last
-        start = oldest if last is None else max(last + step, oldest)
-        if last is not None and last + step < oldest:
-            state.values, state.start = np.empty(0), None  # gap longer than the history
+        if last is not None and last + step < start:
+            state.reset()  # gap longer than the history
         if start > end:
             return None, None, None
         signal = state.signal
@@ -693,9 +890,17 @@ class TargetReconciler:
         demand = compute_demand(np.asarray(usage.values, dtype=np.float64), waiting, running)
         if usage.status is RangeStatus.PARTIAL:
             self.log.debug("metrics_partial", signal=signal.name, detail=usage.message)
+            if not np.isfinite(demand).any():
+                # Every new step is NaN/Inf or has no sample: as unusable as no answer (hold,
+                # never lower on it). The buffer still advances over them: Prometheus has them.
+                problem = f"no data: no finite sample in the new points ({usage.message})"
+                return problem, start, demand
         return None, start, demand
 
     async def _range(self, template: str, start: float, end: float, step: float) -> RangeResult:
+        prefetched = self._prefetched.pop((template, start, end, step), None)
+        if prefetched is not None:
+            return prefetched
         query = render_query(template, {}, raw={"matchers": self.matchers})
         return await self.source.fetch_range(
             query,
@@ -728,10 +933,13 @@ class TargetReconciler:
             forecaster.observe(new)
             return None
         s = self.settings
-        window = state.values[-s.history_points :].copy()
+        window = state.window(s.history_points)
         fit = partial(
-            fit_model, s.model, window, s.step_seconds, s.horizon_steps, s.seasons, s.quantile
+            fit_compact, s.model, window, s.step_seconds, s.horizon_steps, s.seasons, s.quantile
         )
+        # The first fit of a target counts as partly aged, so the refits of targets started
+        # together spread over the refit interval (never later than it).
+        age = 0 if forecaster.model is not None else refit_offset(state.key, s.refit_points)
         try:
             result = await self.fit_runner(fit)
         except (InsufficientHistory, InvalidSeries) as error:
@@ -740,7 +948,7 @@ class TargetReconciler:
             if forecaster.model is not None:
                 forecaster.observe(new)  # keep the old model going on the new points
             return state.fit_problem
-        forecaster.adopt(result)
+        forecaster.adopt(result, age_points=age)
         state.fit_problem = None
         self.log.info(
             "forecast_refitted",
@@ -751,26 +959,6 @@ class TargetReconciler:
             notes=result.notes or None,
         )
         return None
-
-
-def _backtest_error(
-    forecaster: TargetForecaster, horizon_steps: int, quantile: float
-) -> tuple[float | None, float | None, int]:
-    """MAE and upper-quantile coverage at the horizon of the fitted model's own out-of-sample
-    walk forward (``models.base.Calibration``), or Nones when the model keeps none."""
-    model = forecaster.model
-    chosen = getattr(model, "chosen_", None) or model
-    calibration = getattr(chosen, "calibration_", None)
-    if calibration is None:
-        return None, None, 0
-    actual, mean, upper = calibration.errors_at(horizon_steps, quantile)
-    if not actual.size:
-        return None, None, 0
-    return (
-        float(np.mean(np.abs(actual - mean))),
-        float(np.mean(actual <= upper)),
-        int(actual.size),
-    )
 
 
 def _trigger_value(key: str, value: str | None) -> str | None:

@@ -19,10 +19,11 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from predictive_scaler.config import (
     Config,
@@ -32,6 +33,7 @@ from predictive_scaler.config import (
     load_config_file,
     parse_config,
 )
+from predictive_scaler.external_metrics import ExternalMetricsServer, watch_certificate
 from predictive_scaler.kube import (
     KubeApiError,
     KubeClient,
@@ -40,7 +42,12 @@ from predictive_scaler.kube import (
     load_api_client,
 )
 from predictive_scaler.logs import LogFormat, configure_logging, get_logger
-from predictive_scaler.prometheus import PrometheusSettings, PrometheusSource, RangeResult
+from predictive_scaler.prometheus import (
+    GroupedRanges,
+    PrometheusSettings,
+    PrometheusSource,
+    RangeResult,
+)
 from predictive_scaler.publish import (
     ControllerMetrics,
     HealthState,
@@ -50,11 +57,19 @@ from predictive_scaler.publish import (
     make_app,
     start_http_server,
 )
-from predictive_scaler.reconcile import CycleReport, FitRunner, HpaApi, TargetReconciler
+from predictive_scaler.reconcile import (
+    CycleReport,
+    FitRunner,
+    HpaApi,
+    TargetReconciler,
+    prefetch_batched,
+)
+from predictive_scaler.sharding import Shard, lease_name_for
 
 __all__ = [
     "CONFIG_KEY",
     "Controller",
+    "ProcessFitRunner",
     "RunOptions",
     "parse_config_map_ref",
     "prometheus_settings",
@@ -63,11 +78,15 @@ __all__ = [
 
 CONFIG_KEY: Final = "config.yaml"
 DEFAULT_CONCURRENCY: Final = 16
+PREFETCH_WAVE: Final = 200
+"""Due targets whose range queries are batched and held at once (bounds the memory of a
+first cycle, when each answer is a whole history)."""
 MAX_LOOP_SLEEP_SECONDS: Final = 5.0
 """The loop wakes at least this often, so /healthz stays fresh and a stop is seen."""
 
 Clock = Callable[[], datetime]
 Sleeper = Callable[[float], Awaitable[None]]
+_FitT = TypeVar("_FitT")
 TargetKey = tuple[str, str]
 
 log = get_logger()
@@ -101,6 +120,18 @@ class RunOptions:
     log_format: LogFormat = "auto"
     config_poll_seconds: float = 5.0
     max_concurrency: int = DEFAULT_CONCURRENCY
+    fit_workers: int = 0
+    """Processes that fit models; 0 fits in a thread of this process."""
+    shard_index: int = 0
+    """This controller's shard, ``0 <= shard_index < shard_count``."""
+    shard_count: int = 1
+    """Controllers sharing the targets by a stable hash, each with its own Lease."""
+    external_metrics_port: int | None = None
+    """Serve the External Metrics API (HTTPS) on this port; ``None``: off."""
+    tls_cert_file: str | None = None
+    """PEM certificate (chain) of the External Metrics API server."""
+    tls_key_file: str | None = None
+    """PEM private key of that certificate."""
 
 
 def parse_config_map_ref(text: str) -> tuple[str, str]:
@@ -159,10 +190,50 @@ class _SourceSwitch:
             raise RuntimeError("no Prometheus configured")
         return await self.source.fetch_range(query, start, end, step_seconds)
 
+    async def fetch_range_grouped(
+        self,
+        query: str,
+        by: Sequence[str],
+        start: datetime,
+        end: datetime,
+        step_seconds: float,
+    ) -> RangeResult | GroupedRanges:
+        if self.source is None:
+            raise RuntimeError("no Prometheus configured")
+        return await self.source.fetch_range_grouped(query, by, start, end, step_seconds)
+
     def close(self) -> None:
         if self.source is not None:
             self.source.close()
             self.source = None
+
+
+class ProcessFitRunner:
+    """Fits models in worker processes (the reconcilers' ``fit_runner`` hook).
+
+    Fitting is CPU-bound Python (statsmodels, the ``auto`` walk forward), so threads share
+    one core under the GIL; processes use them all. Workers are spawned (no fork of an event
+    loop or of open sockets) and receive ``functools.partial(fit_compact, ...)`` with plain
+    arguments; the compact fit they send back is a few kB. At most ``2 * workers`` fits are
+    in flight, so a cold start does not queue every target's history at once.
+    """
+
+    def __init__(self, workers: int) -> None:
+        if workers < 1:
+            raise ValueError(f"fit workers must be at least 1, got {workers}")
+        import multiprocessing
+
+        self.workers = workers
+        self._pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+        self._slots = asyncio.Semaphore(2 * workers)
+
+    async def __call__(self, fit: Callable[[], _FitT]) -> _FitT:
+        async with self._slots:
+            return await asyncio.get_running_loop().run_in_executor(self._pool, fit)
+
+    def close(self) -> None:
+        """Stop the workers (waits for running fits; safe to call twice)."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 class Controller:
@@ -181,6 +252,8 @@ class Controller:
         health: HealthState | None = None,
         fit_runner: FitRunner | None = None,
         max_concurrency: int = DEFAULT_CONCURRENCY,
+        shard: Shard | None = None,
+        batch_queries: bool = True,
     ) -> None:
         self.kube = kube
         self.clock = clock
@@ -197,9 +270,17 @@ class Controller:
         self.last_reports: dict[TargetKey, CycleReport] = {}
         self._sources = _SourceSwitch(prometheus_url)
         self._semaphore = asyncio.Semaphore(max_concurrency)
+        self.shard = shard or Shard()
+        """The targets this controller owns (all of them with one shard)."""
+        self.batch_queries = batch_queries
+        """Answer targets whose queries share a shape with batched queries."""
+        self.queries_batched = 0
+        """Batched range queries made so far."""
         self._lease_valid_until: datetime | None = None
         self.metrics_port: int | None = None
         """The port /metrics listens on, once started."""
+        self.external_metrics_port: int | None = None
+        """The port of the External Metrics API (HTTPS), once started; ``None`` when off."""
         self.metrics.set_leader(False)
 
     # ------------------------------------------------------------------ leadership
@@ -294,18 +375,24 @@ class Controller:
         """Take a validated configuration: keep the state of unchanged targets, rebuild
         changed ones, and queue removed or disabled ones for one restore of their base."""
         self._sources.configure(config.prometheus)
-        wanted = {(t.namespace, t.name): t for t in config.enabled_targets()}
+        owns = self.shard.owns
+        wanted = {
+            (t.namespace, t.name): t for t in config.enabled_targets() if owns(t.namespace, t.name)
+        }
         for key, old in list(self.reconcilers.items()):
             if key not in wanted:
                 del self.reconcilers[key]
                 self.next_due.pop(key, None)
                 self.last_reports.pop(key, None)
                 self.metrics.remove_target(old.target.id)
-                self.pending_restores[key] = old
+                if owns(*key):  # another shard's target is that shard's to manage
+                    self.pending_restores[key] = old
                 log.info("target_removed", target=old.target.id)
         # A disabled target found at start may still carry our raise from a previous run.
         for target in config.targets:
             key = (target.namespace, target.name)
+            if not owns(*key):
+                continue
             if not target.enabled and key not in self.pending_restores:
                 self.pending_restores[key] = self._reconciler(target)
         for key, target in wanted.items():
@@ -356,15 +443,42 @@ class Controller:
         for key, reconciler in due:
             interval = timedelta(seconds=reconciler.policy.interval_seconds)
             self.next_due[key] = max(self.next_due.get(key, now) + interval, now)
-        tasks = [
-            asyncio.create_task(self._guarded_cycle(key, rec), name=f"cycle:{rec.target.id}")
-            for key, rec in due
-        ]
+        batch = self.batch_queries and len(due) > 1
+        wave = PREFETCH_WAVE if batch else max(len(due), 1)
+        tasks: list[asyncio.Task[CycleReport | None]] = []
+        previous: list[asyncio.Task[CycleReport | None]] = []
+        for first in range(0, len(due), wave):
+            part = due[first : first + wave]
+            if batch:
+                await self._prefetch([rec for _key, rec in part], now)
+            started = [
+                asyncio.create_task(self._guarded_cycle(key, rec), name=f"cycle:{rec.target.id}")
+                for key, rec in part
+            ]
+            # At most two waves of prefetched answers are held (a first fetch is the whole
+            # history): the next wave is fetched once the one before this has finished.
+            if previous:
+                await asyncio.wait(previous)
+            previous = started
+            tasks += started
         reports = [r for r in await asyncio.gather(*tasks) if r is not None]
         await self.restore_pending()
         if due:
             self.health.first_cycle_done = True
         return reports
+
+    async def _prefetch(self, due: Sequence[TargetReconciler], now: datetime) -> None:
+        """One batched range query for many due targets whose queries share a shape; each
+        keeps its own query when this fails unexpectedly."""
+        plans = [plan for rec in due for plan in rec.plan_fetches(now)]
+        if not plans:
+            return
+        try:
+            self.queries_batched += await prefetch_batched(plans, self._sources)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            log.exception("prefetch_failed", targets=len(due), error=str(error))
 
     def seconds_until_due(self) -> float:
         if not self.next_due:
@@ -413,6 +527,7 @@ class Controller:
                 recommended_min_replicas=report.recommended,
                 applied_min_replicas=report.applied,
                 base_min_replicas=report.base_min_replicas,
+                at=report.at,
                 signals=tuple(
                     SignalFigures(
                         name=s.name,
@@ -545,6 +660,19 @@ async def run_controller(
     if (options.config_file is None) == (options.config_map is None):
         log.error("options_invalid", error="give exactly one of --config and --config-map")
         return 2
+    if options.external_metrics_port is not None and not (
+        options.tls_cert_file and options.tls_key_file
+    ):
+        log.error(
+            "options_invalid",
+            error="--external-metrics-port needs --tls-cert-file and --tls-key-file",
+        )
+        return 2
+    try:
+        shard = Shard(options.shard_index, options.shard_count)
+    except ValueError as error:
+        log.error("options_invalid", error=str(error))
+        return 2
     config_map = parse_config_map_ref(options.config_map) if options.config_map else None
     initial: Config | None = None
     if options.config_file is not None:
@@ -568,6 +696,7 @@ async def run_controller(
     kube = KubeClient(api_client, reporting_instance=_identity(options))
     origin = ObjectRef("v1", "ConfigMap", *config_map) if config_map else None
     health = HealthState()
+    fit_runner = ProcessFitRunner(options.fit_workers) if options.fit_workers > 0 else None
     controller = Controller(
         kube,
         prometheus_url=options.prometheus_url,
@@ -576,9 +705,12 @@ async def run_controller(
         config_origin=origin,
         health=health,
         max_concurrency=options.max_concurrency,
+        fit_runner=fit_runner,
+        shard=shard,
     )
     supervisor = _Supervisor()
     runner = None
+    external: ExternalMetricsServer | None = None
     config_ready = asyncio.Event()
     try:
         if initial is not None:
@@ -607,12 +739,28 @@ async def run_controller(
             make_app(controller.metrics, health), options.metrics_host, port
         )
         controller.metrics_port = bound_port(runner)
+        if options.external_metrics_port is not None:
+            assert options.tls_cert_file is not None and options.tls_key_file is not None
+            external = ExternalMetricsServer(
+                controller.metrics,
+                options.tls_cert_file,
+                options.tls_key_file,
+                host=options.metrics_host,
+                port=options.external_metrics_port,
+            )
+            try:
+                controller.external_metrics_port = await external.start()
+            except OSError as error:  # unreadable certificate or key, port in use
+                log.error("external_metrics_failed", error=str(error))
+                return 2
+            # Wall-clock file watching, not controller time: the real sleep, not `sleeper`.
+            supervisor.spawn("certificate-reload", watch_certificate(external))
         if not options.dry_run:
             settings = controller.config.controller
             controller.elector = LeaderElector(
                 kube,
                 _lease_namespace(controller.config, config_map),
-                settings.lease_name,
+                lease_name_for(settings.lease_name, shard),
                 _identity(options),
                 lease_duration_seconds=math.ceil(settings.lease_duration_seconds),
                 renew_period_seconds=settings.renew_period_seconds,
@@ -625,6 +773,10 @@ async def run_controller(
             identity=_identity(options),
             dry_run=options.dry_run,
             metrics_port=controller.metrics_port,
+            external_metrics_port=controller.external_metrics_port,
+            shard=f"{shard.index}/{shard.count}",
+            targets=len(controller.reconcilers),
+            fit_workers=options.fit_workers,
         )
         if on_started is not None:
             on_started(controller)
@@ -648,8 +800,12 @@ async def run_controller(
             loop.remove_signal_handler(sig)
         if runner is not None:
             await runner.cleanup()
+        if external is not None:
+            await external.close()
         await controller.aclose()
         await api_client.close()
+        if fit_runner is not None:
+            await asyncio.to_thread(fit_runner.close)
         log.info("controller_stopped")
 
 
