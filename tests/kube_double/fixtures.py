@@ -1,7 +1,8 @@
 """pytest fixtures: a started API server double and a real kubernetes_asyncio client for it.
 
 Registered in ``tests/conftest.py`` through ``pytest_plugins``. Override ``kube_rbac_rules``
-in a test module (or parametrize it indirectly) to run with RBAC enforced.
+in a test module (or parametrize it indirectly) to run with RBAC enforced; it may return
+namespace-scoped rules or ``tests.deploy_support.Grant`` objects (see ``KubeDouble``).
 """
 
 from __future__ import annotations

@@ -5,6 +5,13 @@ Rules are plain dicts shaped like Kubernetes ``PolicyRule`` (``apiGroups``, ``re
 anything, ``resources`` may name a subresource as ``resource/subresource``, and
 ``resourceNames`` only restricts requests that carry a name (never ``create``, nor ``list`` /
 ``watch`` without a ``metadata.name`` field selector).
+
+Scope: a rule may carry the namespace it is bound in (a Role's rule through a RoleBinding, or
+a ClusterRole's through a RoleBinding), as the extra key ``namespace`` of the dict or as a
+``Grant``-like object with ``namespace`` and ``rule`` attributes
+(``tests.deploy_support.load_rbac_grants()``). Such a rule only grants requests in that
+namespace, never cluster-scoped or all-namespaces requests; ``namespace: None`` (a
+ClusterRoleBinding) grants everywhere, as the real authorizer does.
 """
 
 from __future__ import annotations
@@ -51,6 +58,7 @@ class RequestRecord:
     attributes: RequestAttributes | None
     allowed: bool
     status: int | None = None
+    """The HTTP status answered; ``None`` for a watch its client cut off (no final status)."""
 
 
 def rule_allows(rule: PolicyRule, attrs: RequestAttributes) -> bool:
@@ -76,7 +84,15 @@ def rule_allows(rule: PolicyRule, attrs: RequestAttributes) -> bool:
 
 
 def rules_allow(rules: Sequence[PolicyRule], attrs: RequestAttributes) -> bool:
-    return any(rule_allows(rule, attrs) for rule in rules)
+    """Whether any rule grants the request; a rule's ``namespace`` key, when present and not
+    ``None``, confines it to requests in that namespace."""
+    return any(
+        _in_scope(rule.get("namespace"), attrs) and rule_allows(rule, attrs) for rule in rules
+    )
+
+
+def _in_scope(namespace: object, attrs: RequestAttributes) -> bool:
+    return namespace is None or namespace == attrs.namespace
 
 
 def granted_permissions(rules: Sequence[PolicyRule]) -> set[tuple[str, str, str]]:
@@ -102,9 +118,16 @@ def forbidden_message(attrs: RequestAttributes, user: str) -> str:
 
 
 def as_rule(value: Any) -> PolicyRule:
-    """Accept a PolicyRule dict or a kubernetes model with ``to_dict()`` (snake_case keys)."""
+    """Accept a PolicyRule dict (optionally with a ``namespace`` key, see the module doc), a
+    ``Grant``-like object (``namespace`` and ``rule`` attributes), or a kubernetes model with
+    ``to_dict()`` (snake_case keys, cluster-wide)."""
     if isinstance(value, Mapping):
         return value
+    if hasattr(value, "rule") and hasattr(value, "namespace"):
+        rule = as_rule(value.rule)
+        if value.namespace is None:
+            return rule
+        return {**rule, "namespace": value.namespace}
     raw = value.to_dict()
     return {
         "apiGroups": raw.get("api_groups") or (),

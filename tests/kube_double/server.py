@@ -230,14 +230,17 @@ def _exact_name(field_selector: str | None) -> str | None:
 class KubeDouble:
     """A small Kubernetes API server, in process, for tests.
 
-    ``rules`` (PolicyRule dicts) switch RBAC on for the identity whose bearer token is
-    ``token``; without rules every request is allowed. More identities: :meth:`grant`.
+    ``rules`` switch RBAC on for the identity whose bearer token is ``token``; without rules
+    every request is allowed. More identities: :meth:`grant`. A rule is a PolicyRule dict,
+    cluster-wide, or confined to one namespace by an extra key ``namespace`` (a Role's rule
+    bound by a RoleBinding); ``Grant`` objects of ``tests.deploy_support.load_rbac_grants()``
+    are taken as they are (see ``rbac``).
     """
 
     def __init__(
         self,
         *,
-        rules: Sequence[PolicyRule] | None = None,
+        rules: Sequence[PolicyRule | Any] | None = None,
         token: str = DEFAULT_TOKEN,
         user: str = DEFAULT_USER,
         kubernetes_version: str = KUBERNETES_VERSION,
@@ -294,7 +297,8 @@ class KubeDouble:
     # ------------------------------------------------------------------ RBAC
 
     def grant(self, token: str, rules: Sequence[Any], *, user: str | None = None) -> None:
-        """Let ``token`` in with ``rules`` (PolicyRule dicts or V1PolicyRule models)."""
+        """Let ``token`` in with ``rules`` (PolicyRule dicts, optionally namespace-scoped,
+        ``Grant`` objects, or V1PolicyRule models)."""
         self._rbac = True
         name = user or f"system:serviceaccount:test:{token}"
         self._identities[token] = (name, [as_rule(rule) for rule in rules])
@@ -652,7 +656,14 @@ class KubeDouble:
                     forbidden_message(attrs, user),
                     details=_details(parsed.resource, attrs.name),
                 )
-            response = await self._dispatch(request, parsed, attrs, query)
+            try:
+                response = await self._dispatch(request, parsed, attrs, query)
+            except asyncio.CancelledError:
+                # A watch its client went away from: it was made and allowed all the same.
+                self.requests.append(
+                    RequestRecord(**record_args, token=token, attributes=attrs, allowed=True)
+                )
+                raise
         except ApiError as error:
             self.requests.append(
                 RequestRecord(
