@@ -113,6 +113,8 @@ async def test_run_reloads_config_map_serves_metrics_and_restores_on_sigterm(
         assert started, task
         controller = started[0]
         await eventually(lambda: min_replicas(kube_server, "busy") == 3)
+        # The patch lands mid-cycle; the Event and the gauges follow before the cycle ends.
+        await eventually(lambda: controller.health.ready)
 
         base_url = f"http://127.0.0.1:{controller.metrics_port}"
         async with aiohttp.ClientSession() as session:
