@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 import numpy.typing as npt
@@ -196,14 +197,20 @@ class TargetForecaster:
     def needs_refit(self) -> bool:
         return self.fit_ is None or self.points_since_fit >= self.settings.refit_points
 
-    def refit(self, history: FloatArray) -> FitResult:
-        """Fit on the latest ``history_seconds`` of ``history``; raises InsufficientHistory."""
+    def fit_job(self, history: FloatArray) -> Callable[[], FitResult]:
+        """The fit of the latest ``history_seconds`` of ``history``, as a picklable call to
+        run anywhere (this thread, a worker thread or process); raises InsufficientHistory
+        when run. The backtest and the live loop both fit through this."""
         s = self.settings
-        window = np.asarray(history, dtype=np.float64)[-s.history_points :]
-        result = fit_model(s.model, window, s.step_seconds, s.horizon_steps, s.seasons, s.quantile)
-        self.fit_ = result
-        self.points_since_fit = 0
-        self._model_name = None
+        window = np.array(history, dtype=np.float64)[-s.history_points :]
+        return partial(
+            fit_compact, s.model, window, s.step_seconds, s.horizon_steps, s.seasons, s.quantile
+        )
+
+    def refit(self, history: FloatArray) -> FitResult:
+        """Fit here and now (the backtest's way); raises InsufficientHistory."""
+        result = self.fit_job(history)()
+        self.adopt(result)
         return result
 
     def adopt(self, result: FitResult, *, age_points: int = 0) -> None:

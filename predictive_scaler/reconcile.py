@@ -18,7 +18,6 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from functools import partial
 from typing import Final, Literal, Protocol
 
 import numpy as np
@@ -41,7 +40,6 @@ from predictive_scaler.forecasting import (
     ForecastSettings,
     TargetForecaster,
     WindowForecast,
-    fit_compact,
     refit_offset,
     steps_for,
 )
@@ -932,14 +930,15 @@ class TargetReconciler:
         if not forecaster.needs_refit():
             forecaster.observe(new)
             return None
-        s = self.settings
-        window = state.window(s.history_points)
-        fit = partial(
-            fit_compact, s.model, window, s.step_seconds, s.horizon_steps, s.seasons, s.quantile
-        )
+        window = state.window(self.settings.history_points)
+        fit = forecaster.fit_job(window)
         # The first fit of a target counts as partly aged, so the refits of targets started
         # together spread over the refit interval (never later than it).
-        age = 0 if forecaster.model is not None else refit_offset(state.key, s.refit_points)
+        age = (
+            0
+            if forecaster.model is not None
+            else refit_offset(state.key, self.settings.refit_points)
+        )
         try:
             result = await self.fit_runner(fit)
         except (InsufficientHistory, InvalidSeries) as error:
