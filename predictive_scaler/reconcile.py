@@ -272,6 +272,7 @@ class _SignalState:
     errors: deque[float] = field(default_factory=lambda: deque(maxlen=LIVE_ERROR_WINDOW))
     covered: deque[bool] = field(default_factory=lambda: deque(maxlen=LIVE_ERROR_WINDOW))
     fit_problem: str | None = None
+    _oldest_finite: float | None = None
 
     @property
     def values(self) -> FloatArray:
@@ -296,6 +297,7 @@ class _SignalState:
     def reset(self) -> None:
         """Forget the buffered points (keeps the allocation)."""
         self.start, self._head, self.size = None, 0, 0
+        self._oldest_finite = None
 
     def append(self, start: float, new: FloatArray) -> None:
         """Append points that follow the buffer (the first at ``start`` when it is empty);
@@ -332,6 +334,19 @@ class _SignalState:
         if 0 <= index < self.size:
             return self._at(index)
         return math.nan
+
+    def observed_seconds(self) -> float:
+        """From the oldest observed (finite) point to the newest point: how much history the
+        model really has. The oldest one is cached until the ring drops it."""
+        if self.start is None or not self.size:
+            return 0.0
+        oldest = self._oldest_finite
+        if oldest is None or oldest < self.start:
+            finite = np.flatnonzero(np.isfinite(self.values))
+            oldest = self.start + float(finite[0]) * self.step if finite.size else None
+            self._oldest_finite = oldest
+        last = self.last
+        return 0.0 if oldest is None or last is None else last - oldest + self.step
 
     def newest_finite(self) -> float | None:
         if self.start is None or not self.size:
@@ -808,6 +823,12 @@ class TargetReconciler:
                 problem = "no data: no sample in the history"
             elif now_s - newest > p.stale_after_seconds:
                 problem = f"stale: newest sample is {now_s - newest:.0f}s old"
+            elif state.observed_seconds() < p.min_history_seconds:
+                # Too little history to forecast from: data, not a forecast, is missing.
+                problem = (
+                    f"history too short: {state.observed_seconds() / 3600:.1f}h observed, "
+                    f"minHistory is {p.min_history_seconds / 3600:.1f}h"
+                )
         if state.size and new is not None:
             fit_problem = await self._refit_or_observe(state, new)
             problem = problem or fit_problem

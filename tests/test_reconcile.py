@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -191,6 +192,21 @@ async def test_raises_to_demand_and_records_state(
     assert again.signals[0].points == points  # bounded buffer, one new point, one dropped
     assert again.patch_result is None  # nothing changed: no write
     assert len(kube_server.requests) == before + 1  # only the read
+
+
+async def test_too_short_history_holds_instead_of_forecasting(
+    kube_server: KubeDouble, kube: KubeClient, source: PrometheusSource
+) -> None:
+    # Half an hour after the data starts, with minHistory 1d: a data problem, not a forecast.
+    kube_server.put_object(make_hpa("busy", "nim", 1, 10))
+    busy = target("busy")
+    short = replace(busy, policy=replace(busy.policy, min_history_seconds=86_400.0))
+    early = FakeClock(datetime.fromtimestamp(DATA_END - 2 * 86400 + 1800 + 60, UTC))
+    report = await TargetReconciler(short, source, kube, clock=early).reconcile()
+    problem = report.signals[0].problem
+    assert problem is not None and problem.startswith("history too short: 0.6h observed")
+    assert report.reason == "FailedGetMetric"
+    assert min_replicas(kube_server, "busy") == 1  # no raise on too little data
 
 
 async def test_conflict_is_retried_with_a_fresh_read(
