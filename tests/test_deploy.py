@@ -617,7 +617,8 @@ class TestPrometheusRule:
 
 class TestExternalMetricsOverlay:
     @pytest.fixture(scope="class")
-    def objects(self) -> list[Manifest]:
+    @classmethod
+    def objects(cls) -> list[Manifest]:
         return render("external-metrics")
 
     def test_apiservice(self, objects: list[Manifest]) -> None:
