@@ -683,24 +683,27 @@ class LeaderElector:
             if holder and renewed is not None and renewed + timedelta(seconds=duration) >= now:
                 return False  # held by someone else and not expired
             new_spec = self._spec(now, acquire=now, transitions=transitions + (1 if holder else 0))
-        meta = lease.get("metadata") or {}
         await self.client.replace_lease(
-            self.namespace,
-            self.name,
-            {
-                "apiVersion": "coordination.k8s.io/v1",
-                "kind": "Lease",
-                "metadata": {
-                    "name": self.name,
-                    "namespace": self.namespace,
-                    "resourceVersion": meta.get("resourceVersion"),
-                    **({"labels": meta["labels"]} if meta.get("labels") else {}),
-                    **({"annotations": meta["annotations"]} if meta.get("annotations") else {}),
-                },
-                "spec": new_spec,
-            },
+            self.namespace, self.name, self._replacement(lease, new_spec)
         )
         return True
+
+    def _replacement(self, lease: Mapping[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
+        """The whole Lease for a resourceVersion-guarded replace: the new spec, and the
+        labels and annotations it had (a replace drops what it does not carry)."""
+        meta = lease.get("metadata") or {}
+        return {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {
+                "name": self.name,
+                "namespace": self.namespace,
+                "resourceVersion": meta.get("resourceVersion"),
+                **({"labels": meta["labels"]} if meta.get("labels") else {}),
+                **({"annotations": meta["annotations"]} if meta.get("annotations") else {}),
+            },
+            "spec": spec,
+        }
 
     async def release(self, now: datetime | None = None) -> None:
         """Give the Lease up at once (holder cleared) if we hold it, so a standby takes over
@@ -715,24 +718,13 @@ class LeaderElector:
             spec = lease.get("spec") or {}
             if spec.get("holderIdentity") != self.identity:
                 return
-            meta = lease.get("metadata") or {}
+            released = {
+                "leaseDurationSeconds": 1,
+                "renewTime": _rfc3339_micro(now),
+                "leaseTransitions": int(spec.get("leaseTransitions") or 0),
+            }
             await self.client.replace_lease(
-                self.namespace,
-                self.name,
-                {
-                    "apiVersion": "coordination.k8s.io/v1",
-                    "kind": "Lease",
-                    "metadata": {
-                        "name": self.name,
-                        "namespace": self.namespace,
-                        "resourceVersion": meta.get("resourceVersion"),
-                    },
-                    "spec": {
-                        "leaseDurationSeconds": 1,
-                        "renewTime": _rfc3339_micro(now),
-                        "leaseTransitions": int(spec.get("leaseTransitions") or 0),
-                    },
-                },
+                self.namespace, self.name, self._replacement(lease, released)
             )
         except (ConflictError, NotFoundError):
             return
