@@ -15,7 +15,7 @@ import json
 import math
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +38,7 @@ from predictive_scaler.traces import load_trace
 from tests.kube_double import KubeDouble, make_hpa
 from tests.prom_fixtures import PrometheusFactory
 from tests.prom_harness import PrometheusServer, Series
+from tests.support import FakeClock
 
 TRACE = Path("/work/shared/data/traces/nab_nyc_taxi_passengers_30min.csv")
 STEP = 300.0
@@ -125,17 +126,6 @@ def trace() -> Trace:
 @pytest.fixture(scope="module")
 def prometheus(prometheus_factory: PrometheusFactory, trace: Trace) -> PrometheusServer:
     return prometheus_factory(nim_series(trace))
-
-
-class FakeClock:
-    def __init__(self, start: datetime) -> None:
-        self.now = start
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
 
 
 def _hpa(server: KubeDouble, name: str = HPA) -> dict[str, object]:

@@ -35,8 +35,8 @@ from tests.deploy_support import find_object, render
 from tests.kube_double import KubeDouble, make_hpa, write_kubeconfig
 from tests.prom_fixtures import PrometheusFactory
 from tests.prom_harness import PrometheusServer
-from tests.test_reconcile import CONFIG, DATA_END, FakeClock, flat_series
-from tests.test_runtime import eventually
+from tests.support import FakeClock, eventually
+from tests.test_reconcile import CONFIG, DATA_END, flat_series
 
 SERVICE_DNS = "predictive-scaler.predictive-scaler.svc"
 """The name the aggregator checks the certificate against (``<service>.<namespace>.svc``)."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 
 import pytest
 from kubernetes_asyncio import client
@@ -15,7 +16,8 @@ from predictive_scaler.kube import KubeClient, ObjectRef
 from predictive_scaler.runtime import Controller
 from tests.chaos import PrometheusFaultProxy
 from tests.kube_double import KubeDouble, make_hpa
-from tests.test_faults_kube import CONFIG, NS, FakeClock, flat_demand, inline
+from tests.support import FakeClock
+from tests.test_faults_kube import CONFIG, NS, flat_demand, inline
 
 ORIGIN = ObjectRef("v1", "ConfigMap", "ops", "scaler")
 
@@ -119,7 +121,7 @@ async def controller(
     made = Controller(
         KubeClient(kube_api),
         prometheus_url=prometheus.url,
-        clock=FakeClock(),
+        clock=FakeClock(datetime(2025, 3, 3, 12, 0, 30, tzinfo=UTC)),
         config_origin=ORIGIN,
         fit_runner=inline,
     )

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import AsyncIterator, Callable, Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ from predictive_scaler.reconcile import MANAGED_ANNOTATIONS, MAX_CONFLICT_RETRIE
 from predictive_scaler.runtime import Controller, RunOptions, run_controller
 from tests.chaos import HookedKube, PrometheusFaultProxy
 from tests.kube_double import KubeDouble, make_configmap, make_hpa, write_kubeconfig
+from tests.support import FakeClock
 
 STEP = 300.0
 NS = "busy"
@@ -69,17 +70,6 @@ def flat_demand(namespace: str, ts: npt.NDArray[np.float64]) -> list[tuple[dict[
     return [({"namespace": namespace, "pod": f"nim-{i}"}, np.full(ts.size, 0.9)) for i in (0, 1)]
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = datetime(2025, 3, 3, 12, 0, 30, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
-
-
 @pytest.fixture
 async def prometheus() -> AsyncIterator[PrometheusFaultProxy]:
     async with PrometheusFaultProxy(series=flat_demand) as fake:
@@ -88,7 +78,7 @@ async def prometheus() -> AsyncIterator[PrometheusFaultProxy]:
 
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    return FakeClock(datetime(2025, 3, 3, 12, 0, 30, tzinfo=UTC))
 
 
 @pytest.fixture

@@ -29,7 +29,8 @@ from tests.chaos import BAD_DATA_FAULTS, PrometheusFaultProxy
 from tests.kube_double import KubeDouble, make_hpa
 from tests.prom_fixtures import PrometheusFactory
 from tests.prom_harness import PrometheusServer
-from tests.test_reconcile import DATA_END, FakeClock, flat_series, hpa, min_replicas
+from tests.support import FakeClock
+from tests.test_reconcile import DATA_END, flat_series, hpa, min_replicas
 
 STEP = 300.0
 HOLD = 600.0

@@ -42,6 +42,7 @@ from tests.kube_double import DEFAULT_USER, KubeDouble, write_kubeconfig
 from tests.kube_double.rbac import PolicyRule, as_rule
 from tests.prom_fixtures import PrometheusFactory
 from tests.prom_harness import PrometheusServer, Series
+from tests.support import eventually
 
 NAMESPACE, SERVICE_ACCOUNT_NAME = SERVICE_ACCOUNT
 CONFIGMAP = "predictive-scaler-config"
@@ -115,14 +116,6 @@ class VirtualTime:
         for entry in [e for e in self._sleeping if e[0] <= self.now]:
             self._sleeping.remove(entry)
             entry[1].set_result(None)
-
-
-async def eventually(predicate: Callable[[], bool], within_seconds: float = 30.0) -> None:
-    """Wait for the controller's own tasks (HTTP, the config watch) to make ``predicate``
-    true; fake time does not move meanwhile."""
-    async with asyncio.timeout(within_seconds):
-        while not predicate():  # noqa: ASYNC110
-            await asyncio.sleep(0.005)
 
 
 class Run:

@@ -10,7 +10,7 @@ import math
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import numpy as np
 import pytest
@@ -29,6 +29,7 @@ from predictive_scaler.runtime import Controller
 from tests.kube_double import KubeDouble, make_hpa
 from tests.prom_fixtures import PrometheusFactory
 from tests.prom_harness import PrometheusServer, Series, free_port
+from tests.support import FakeClock
 
 STEP = 300.0
 DATA_END = math.floor(time.time() / STEP) * STEP - STEP
@@ -97,17 +98,6 @@ def closed_source() -> Iterator[PrometheusSource]:
     )
     yield src
     src.close()
-
-
-class FakeClock:
-    def __init__(self, start: datetime) -> None:
-        self.now = start
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -20,7 +19,8 @@ from predictive_scaler.runtime import Controller, RunOptions, run_controller
 from tests.kube_double import KubeDouble, make_configmap, make_hpa, write_kubeconfig
 from tests.prom_fixtures import PrometheusFactory
 from tests.prom_harness import PrometheusServer
-from tests.test_reconcile import CONFIG, DATA_END, FakeClock, flat_series, hpa, min_replicas
+from tests.support import FakeClock, eventually
+from tests.test_reconcile import CONFIG, DATA_END, flat_series, hpa, min_replicas
 
 BUSY_ONLY = CONFIG.split("  - hpa: {namespace: idle")[0]
 
@@ -38,14 +38,6 @@ def clock() -> FakeClock:
 @pytest.fixture
 def kube(kube_api: client.ApiClient) -> KubeClient:
     return KubeClient(kube_api, reporting_instance="test")
-
-
-async def eventually(predicate: Callable[[], bool], within_seconds: float = 15.0) -> None:
-    """Poll a condition the controller's own tasks will make true (its loop runs on fake
-    time, so there is no event to wait on)."""
-    async with asyncio.timeout(within_seconds):
-        while not predicate():  # noqa: ASYNC110
-            await asyncio.sleep(0.01)
 
 
 async def test_follower_never_patches_and_a_lost_lease_stops_patching(

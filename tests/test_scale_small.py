@@ -44,6 +44,7 @@ from predictive_scaler.traces import load_trace
 from tests.kube_double import KubeDouble, make_hpa
 from tests.prom_fixtures import PrometheusFactory
 from tests.prom_harness import PrometheusServer, Series
+from tests.support import FakeClock
 
 TRACE = Path("/work/shared/data/traces/twitter_stream_2021-08_1min.csv")
 TARGETS = 20
@@ -127,14 +128,6 @@ def _query_range_requests(prometheus: PrometheusServer) -> float:
         if line.startswith("prometheus_http_requests_total{")
         and 'handler="/api/v1/query_range"' in line
     )
-
-
-class FakeClock:
-    def __init__(self, start: float) -> None:
-        self.now = datetime.fromtimestamp(start, UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 @pytest.fixture
@@ -239,7 +232,7 @@ async def _run(
     cycles: int,
     refit: str = "10m",
 ) -> tuple[list[dict[str, tuple[object, ...]]], list[set[str]], Controller]:
-    clock = FakeClock(history.end - (cycles + 1) * STEP)
+    clock = FakeClock(datetime.fromtimestamp(history.end - (cycles + 1) * STEP, UTC))
     runner = ProcessFitRunner(workers) if workers else None
     controller = Controller(
         KubeClient(kube_api),
