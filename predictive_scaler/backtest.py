@@ -224,7 +224,14 @@ def simulate(
                 forecaster.observe(seen[t : t + 1])
             if (t - control_start) % cycle == 0:
                 predictive_min, history = _decide(
-                    forecaster, settings, policy, predictive_min, history, origin, t, step_seconds
+                    forecaster,
+                    settings,
+                    policy,
+                    (predictive_min, len(hpas["predictive"].pods)),
+                    history,
+                    origin,
+                    t,
+                    step_seconds,
                 )
         mins["predictive"][t] = predictive_min
         mins["oracle"][t] = min(
@@ -247,7 +254,7 @@ def _decide(
     forecaster: TargetForecaster,
     settings: SimulationSettings,
     policy: DecisionPolicy,
-    current_min: int,
+    current: tuple[int, int],
     history: DecisionHistory,
     origin: datetime,
     t: int,
@@ -258,9 +265,12 @@ def _decide(
     else:
         window = forecaster.forecast()
         signal = SignalForecast("kv_cache", window.upper_max, settings.target)
+    # (min, pods the HPA runs): the live loop passes the HPA's currentReplicas the same way.
     decision = decide_min_replicas(
         [signal],
-        HpaLimits(current_min, settings.max_replicas, settings.min_replicas),
+        HpaLimits(
+            current[0], settings.max_replicas, settings.min_replicas, current_replicas=current[1]
+        ),
         policy,
         history,
         origin + timedelta(seconds=t * step_seconds),

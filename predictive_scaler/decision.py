@@ -56,6 +56,8 @@ class HpaLimits:
     max_replicas: int
     base_min_replicas: int
     """The user's own minReplicas, which the controller never goes below."""
+    current_replicas: int | None = None
+    """Pods the HPA runs now (``status.currentReplicas``); None when unknown."""
 
 
 @dataclass(frozen=True)
@@ -158,9 +160,19 @@ def decide_min_replicas(
     new_history = DecisionHistory(recommendations=recent, tracking_since=tracking_since)
 
     if desired > current:
-        new = min(desired, current + policy.scale_up_step)
+        # The brake limits pods added per cycle, so it counts from what runs: raising min
+        # below the live count adds nothing and would spend the lead time it exists to buy.
+        running = min(max(hpa.current_replicas or 0, 0), hpa.max_replicas)
+        start = max(current, running)
+        new = min(desired, start + policy.scale_up_step)
         if new < desired:
-            steps.append(Step(SCALE_UP_LIMIT, new, f"raise limited to +{policy.scale_up_step}"))
+            steps.append(
+                Step(
+                    SCALE_UP_LIMIT,
+                    new,
+                    f"raise limited to +{policy.scale_up_step} over {start} replicas",
+                )
+            )
         return Decision(new, needed, tuple(steps), new_history)
     if desired == current:
         return Decision(current, needed, tuple(steps), new_history)

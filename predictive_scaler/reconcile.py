@@ -607,7 +607,12 @@ class TargetReconciler:
                 start_history = DecisionHistory()
             decision = decide_min_replicas(
                 signal_forecasts,
-                HpaLimits(snapshot.min_replicas, snapshot.max_replicas, base),
+                HpaLimits(
+                    snapshot.min_replicas,
+                    snapshot.max_replicas,
+                    base,
+                    current_replicas=snapshot.current_replicas,
+                ),
                 self.decision_policy,
                 start_history,
                 now,

@@ -159,6 +159,32 @@ def test_naive_now_is_rejected() -> None:
         decide_min_replicas([kv(1.0)], HpaLimits(1, 5, 1), POLICY, SETTLED, datetime(2026, 1, 1))
 
 
+BRAKE = [
+    # (id, needed upper, (min, max, base, current replicas), expected min, expected reason)
+    ("running above min: the step counts from what runs", 14.0, (2, 20, 2, 10), 14, "ScaleUpLimit"),
+    ("need within what runs plus the step", 7.7, (2, 20, 2, 10), 11, "DesiredWithinRange"),
+    ("need below what runs: min follows the need", 4.2, (2, 20, 2, 10), 6, "DesiredWithinRange"),
+    ("running below min: the step counts from min", 14.0, (6, 20, 2, 3), 10, "ScaleUpLimit"),
+    ("no replicas reported: from min", 14.0, (2, 20, 2, 0), 6, "ScaleUpLimit"),
+    ("running above max: the step stops at max", 70.0, (2, 20, 2, 25), 20, "TooManyReplicas"),
+]
+
+
+@pytest.mark.parametrize(
+    ("upper", "limits", "expected", "reason"),
+    [case[1:] for case in BRAKE],
+    ids=[case[0] for case in BRAKE],
+)
+def test_scale_up_brake_counts_from_the_running_replicas(
+    upper: float, limits: tuple[int, int, int, int], expected: int, reason: str
+) -> None:
+    min_replicas, max_replicas, base, replicas = limits
+    hpa = HpaLimits(min_replicas, max_replicas, base, current_replicas=replicas)
+    decision = decide_min_replicas([kv(upper)], hpa, POLICY, SETTLED, NOW)
+    assert decision.min_replicas == expected
+    assert decision.reason == reason
+
+
 def test_history_is_returned_not_mutated() -> None:
     history = DecisionHistory(tracking_since=ago(60))
     decision = decide_min_replicas([kv(0.7)], HpaLimits(10, 20, 1), POLICY, history, NOW)
@@ -202,11 +228,12 @@ def scenarios(draw: st.DrawFn) -> tuple[list[SignalForecast], HpaLimits]:
     max_replicas = draw(st.integers(1, 100))
     base = draw(st.integers(1, 100))
     current = draw(st.integers(1, 100))
+    replicas = draw(st.integers(0, 120))
     names = draw(st.lists(st.sampled_from(["kv", "rate", "tokens"]), min_size=1, unique=True))
     signals = [
         SignalForecast(n, draw(uppers), draw(st.floats(0.01, 100)), "missing") for n in names
     ]
-    return signals, HpaLimits(current, max_replicas, base)
+    return signals, HpaLimits(current, max_replicas, base, current_replicas=replicas)
 
 
 @settings(max_examples=400, deadline=None)
@@ -224,8 +251,10 @@ def test_invariants(
 
     # Never above maxReplicas, never below the user's base (max wins if they conflict).
     assert floor <= new <= hpa.max_replicas
-    # Raises are capped per cycle; lowering by at most one step per cycle.
-    assert new <= current + policy.scale_up_step
+    # Raises are capped per cycle, counted from what runs (or min when more); lowering by at
+    # most one step per cycle.
+    running = min(hpa.current_replicas or 0, hpa.max_replicas)
+    assert new <= max(current, running) + policy.scale_up_step
     assert new >= current - policy.scale_down_step
     good = [s for s in signals if s.upper is not None]
     if not good:
