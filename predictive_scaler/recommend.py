@@ -23,7 +23,7 @@ from predictive_scaler.kube import KubeApiError, KubeClient, KubeUnavailableErro
 from predictive_scaler.logs import configure_logging
 from predictive_scaler.prometheus import PrometheusSource, PrometheusUnavailable
 from predictive_scaler.reconcile import CycleReport, TargetReconciler
-from predictive_scaler.runtime import CONFIG_KEY, parse_config_map_ref, prometheus_settings
+from predictive_scaler.settings import CONFIG_KEY, parse_config_map_ref, prometheus_settings
 
 __all__ = ["RecommendError", "RecommendOptions", "format_table", "recommend", "report_to_json"]
 

@@ -64,19 +64,16 @@ from predictive_scaler.reconcile import (
     TargetReconciler,
     prefetch_batched,
 )
+from predictive_scaler.settings import CONFIG_KEY, parse_config_map_ref, prometheus_settings
 from predictive_scaler.sharding import Shard, lease_name_for
 
 __all__ = [
-    "CONFIG_KEY",
     "Controller",
     "ProcessFitRunner",
     "RunOptions",
-    "parse_config_map_ref",
-    "prometheus_settings",
     "run_controller",
 ]
 
-CONFIG_KEY: Final = "config.yaml"
 DEFAULT_CONCURRENCY: Final = 16
 PREFETCH_WAVE: Final = 200
 """Due targets whose range queries are batched and held at once (bounds the memory of a
@@ -132,36 +129,6 @@ class RunOptions:
     """PEM certificate (chain) of the External Metrics API server."""
     tls_key_file: str | None = None
     """PEM private key of that certificate."""
-
-
-def parse_config_map_ref(text: str) -> tuple[str, str]:
-    """``NAMESPACE/NAME`` -> (namespace, name); ValueError otherwise."""
-    namespace, sep, name = text.partition("/")
-    if not sep or not namespace or not name or "/" in name:
-        raise ValueError(f"expected NAMESPACE/NAME, got {text!r}")
-    return namespace, name
-
-
-def prometheus_settings(
-    config: PrometheusConfig | None, url_override: str | None
-) -> PrometheusSettings | None:
-    """Adapter settings from the config's ``prometheus:`` section, ``--prometheus-url`` winning;
-    ``None`` when neither gives a URL."""
-    if config is None:
-        if url_override is None:
-            return None
-        return PrometheusSettings(url=url_override)
-    auth = config.basic_auth
-    return PrometheusSettings(
-        url=url_override or config.url,
-        timeout_seconds=config.timeout_seconds,
-        bearer_token_file=config.bearer_token_file,
-        basic_auth_username=auth.username if auth else None,
-        basic_auth_password_file=auth.password_file if auth else None,
-        ca_bundle=config.ca_bundle,
-        verify_tls=config.verify_tls,
-        headers=dict(config.headers),
-    )
 
 
 class _SourceSwitch:
