@@ -73,6 +73,7 @@ __all__ = [
     "MAX_CONFLICT_RETRIES",
     "REASON_BASE_RESTORED",
     "CycleReport",
+    "DryRunShadow",
     "FetchPlan",
     "GroupedMetricSource",
     "HpaApi",
@@ -234,6 +235,40 @@ def determine_base(snapshot: HpaSnapshot) -> tuple[int, bool]:
     if applied is not None and applied != snapshot.min_replicas:
         return snapshot.min_replicas, True
     return base, False
+
+
+@dataclass(frozen=True)
+class DryRunShadow:
+    """Dry run's stand-in for the HPA it never patches: what the live controller would have
+    written, so the next decision starts from there (as live would) and not from the untouched
+    base, which would cap every raise at base + scaleUpStep and skip every lowering."""
+
+    min_replicas: int
+    annotations: Mapping[str, str]
+    spec_min_replicas: int
+    """The HPA's real spec.minReplicas when the shadow was taken: a change there is a user's
+    hand edit, obeyed as live obeys it."""
+
+    def view(self, real: HpaSnapshot) -> HpaSnapshot:
+        """``real`` as the live controller would read it now. The replica counts stay real:
+        they are the pods that really report."""
+        edited = real.min_replicas != self.spec_min_replicas
+        return replace(
+            real,
+            min_replicas=real.min_replicas if edited else self.min_replicas,
+            annotations=self.annotations,
+        )
+
+
+def _merged(current: Mapping[str, str], patch: Mapping[str, str | None]) -> dict[str, str]:
+    """Annotations after a JSON merge patch (``None`` removes a key)."""
+    merged = dict(current)
+    for key, value in patch.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = value
+    return merged
 
 
 # ---------------------------------------------------------------------------- per signal
@@ -514,6 +549,8 @@ class TargetReconciler:
             for s in target.signals
         }
         self.history = DecisionHistory()
+        self.shadow: DryRunShadow | None = None
+        """In dry run, the minReplicas and annotations it would have applied."""
         self.matchers = render_matchers(target.match_labels)
         self._prefetched: dict[tuple[str, float, float, float], RangeResult] = {}
 
@@ -590,6 +627,9 @@ class TargetReconciler:
             if r.problem is not None:
                 self.log.warning("metrics_missing", signal=r.name, problem=r.problem)
         patch_result: str | None = None
+        real = snapshot
+        if self.dry_run and self.shadow is not None:
+            snapshot = self.shadow.view(real)
         before = snapshot.min_replicas
         start_history = self.history
         base, _ = determine_base(snapshot)
@@ -685,6 +725,10 @@ class TargetReconciler:
             self.log.warning("patch_abandoned", attempts=MAX_CONFLICT_RETRIES)
         assert decision is not None  # the loop runs at least once
         self.history = decision.history
+        if self.dry_run:
+            written = _merged(snapshot.annotations, annotations) if wanted else snapshot.annotations
+            self.shadow = DryRunShadow(decision.min_replicas, written, real.min_replicas)
+            snapshot = real  # nothing was applied
         return CycleReport(
             t.id,
             t.namespace,

@@ -370,6 +370,7 @@ class Controller:
             fresh = self._reconciler(target)
             if current is not None:
                 fresh.history = current.history
+                fresh.shadow = current.shadow
                 if current.target.id != target.id:
                     self.metrics.remove_target(current.target.id)
             self.reconcilers[key] = fresh

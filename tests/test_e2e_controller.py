@@ -196,31 +196,52 @@ async def test_raises_a_warmup_before_the_ramp_and_lowers_after_the_peak(
     assert {e["reason"] for e in events} & {"DesiredWithinRange", "ScaleUpLimit"}
 
 
-async def test_dry_run_writes_nothing(
+async def _run_cycles(
+    kube_server: KubeDouble,
+    kube_api: client.ApiClient,
+    prometheus: PrometheusServer,
+    start: float,
+    cycles: int,
+    *,
+    dry_run: bool,
+) -> list[int]:
+    """minReplicas per cycle: what live applied, or what dry run recommended."""
+    kube_server.put_object(make_hpa(NS, HPA, 1, 20, "700m", current_replicas=1))
+    clock = FakeClock(datetime.fromtimestamp(start, UTC))
+    controller = Controller(KubeClient(kube_api), prometheus_url=prometheus.url, clock=clock)
+    controller.apply_config(parse_config(config_text(dry_run=dry_run)))
+    seen: list[int] = []
+    writes = len([r for r in kube_server.requests if r.method in ("PATCH", "PUT", "POST")])
+    try:
+        for _cycle in range(cycles):
+            [report] = await controller.run_due()
+            assert report.error is None
+            applied = int(_hpa(kube_server)["spec"]["minReplicas"])
+            seen.append(int(report.recommended or 0) if dry_run else applied)
+            clock.advance(STEP)
+    finally:
+        await controller.aclose()
+    if dry_run:  # it decided on what it would have applied, and wrote nothing
+        after = [r for r in kube_server.requests if r.method in ("PATCH", "PUT", "POST")]
+        assert len(after) == writes
+        assert int(_hpa(kube_server)["spec"]["minReplicas"]) == 1
+    return seen
+
+
+async def test_dry_run_recommends_exactly_what_live_applies(
     kube_server: KubeDouble,
     kube_api: client.ApiClient,
     prometheus: PrometheusServer,
     trace: Trace,
 ) -> None:
-    stored = kube_server.put_object(make_hpa(NS, HPA, 1, 20, "700m"))
-    version = stored["metadata"]["resourceVersion"]
-    # Start shortly before the morning ramp, when the forecast asks for more than 1.
-    need_times = trace.timestamps[trace.timestamps >= trace.end - RUN_HOURS * 3600]
-    ramp = next(t for t in need_times if trace.need(float(t)) >= 4)
-    clock = FakeClock(datetime.fromtimestamp(float(ramp) - 2 * 3600, UTC))
-    kube = KubeClient(kube_api)
-    controller = Controller(kube, prometheus_url=prometheus.url, clock=clock)
-    controller.apply_config(parse_config(config_text(dry_run=True)))
-    recommended = []
-    try:
-        for _cycle in range(30):
-            [report] = await controller.run_due()
-            recommended.append(report.recommended)
-            clock.advance(STEP)
-    finally:
-        await controller.aclose()
-    assert max(r or 0 for r in recommended) >= 3  # it would have raised...
-    after = _hpa(kube_server)
-    assert after["metadata"]["resourceVersion"] == version  # ...but wrote nothing
-    assert kube_server.list_events() == []
-    assert not [r for r in kube_server.requests if r.method in ("PATCH", "PUT", "POST")]
+    # Over a morning ramp and its fall: dry run must decide on the minReplicas it would have
+    # applied (a shadow), not on the untouched base, or every raise is capped at
+    # base + scaleUpStep and every lowering is skipped.
+    times = trace.timestamps[trace.timestamps >= trace.end - RUN_HOURS * 3600]
+    ramp = float(next(t for t in times if trace.need(float(t)) >= 6))
+    start, cycles = ramp - 2 * 3600, int(8 * 3600 / STEP)
+    live = await _run_cycles(kube_server, kube_api, prometheus, start, cycles, dry_run=False)
+    assert max(live) > 1 + 4, "the window must need more than one scale-up step"
+    assert min(live[-12:]) < max(live), "...and lower again after the peak"
+    dry = await _run_cycles(kube_server, kube_api, prometheus, start, cycles, dry_run=True)
+    assert dry == live

@@ -228,6 +228,27 @@ async def test_user_edit_becomes_the_new_base(
     assert min_replicas(kube_server, "idle") == 4  # never below the user's value
 
 
+async def test_dry_run_decides_on_its_shadow_and_obeys_a_hand_edit(
+    kube_server: KubeDouble, kube: KubeClient, source: PrometheusSource, clock: FakeClock
+) -> None:
+    kube_server.put_object(make_hpa("busy", "nim", 1, 10))
+    reconciler = TargetReconciler(target("busy"), source, kube, clock=clock, dry_run=True)
+    first = await reconciler.reconcile()
+    assert (first.recommended, first.patch_result, first.applied) == (3, "dry_run", 1)
+    clock.advance(STEP)
+    steady = await reconciler.reconcile()
+    # As live: it starts from the 3 it would have set, so there is nothing to change.
+    assert (steady.min_replicas_before, steady.recommended, steady.patch_result) == (3, 3, None)
+    edited = hpa(kube_server, "busy")
+    edited["spec"]["minReplicas"] = 5  # type: ignore[index]
+    kube_server.put_object(edited)  # kubectl edit: the user's value becomes the base
+    clock.advance(STEP)
+    report = await reconciler.reconcile()
+    assert (report.base_min_replicas, report.recommended) == (5, 5)
+    assert min_replicas(kube_server, "busy") == 5
+    assert not [r for r in kube_server.requests if r.method in ("PATCH", "POST")]
+
+
 @pytest.mark.parametrize("where", ["closed-port", "empty"])
 async def test_missing_data_never_lowers_min_replicas_during_the_hold(
     kube_server: KubeDouble,
