@@ -622,8 +622,9 @@ _SCALE_UP_STEP = _integer_field(
     "scale_up_step",
     4,
     (1, 1000),
-    "Largest raise of minReplicas per cycle (the only brake on a wrong forecast: the HPA jumps "
-    "straight to a raised minimum).",
+    "Largest raise of minReplicas per cycle, counted from the larger of the running replicas "
+    "and minReplicas (the only brake on a wrong forecast: the HPA jumps straight to a raised "
+    "minimum).",
 )
 _SCALE_DOWN_DELAY = _duration_field(
     "scaleDownDelay",
@@ -808,7 +809,9 @@ _SIGNAL_FIELDS: Final[tuple[_Field[Any], ...]] = (
         None,
         _QUERY_RULE + ", or null",
         "PromQL for requests waiting; corrects saturated demand upward by "
-        "`waiting / max(running, 1)`. `null` disables the correction.",
+        "`waiting / max(running, 1)` at steps where both series have a sample (elsewhere the "
+        "usage stands and the signal is partial: it may raise, never lower). `null` disables "
+        "the correction.",
         _nullable(_parse_query),
         "queue_query",
         default_doc="from preset, else `null`",
