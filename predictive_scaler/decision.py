@@ -70,6 +70,10 @@ class SignalForecast:
     target_per_pod: float
     problem: str | None = None
     """Why ``upper`` is missing (no data, stale, fit failed)."""
+    partial: str | None = None
+    """Why ``upper`` stands on partial data (a lower bound: fewer pods reporting than run,
+    demand not corrected for saturation, a query that failed this cycle): it may raise,
+    never lower."""
 
 
 @dataclass(frozen=True)
@@ -152,7 +156,8 @@ def decide_min_replicas(
         desired = hpa.max_replicas
         steps.append(Step(TOO_MANY_REPLICAS, desired, f"capped at maxReplicas {desired}"))
 
-    partial = len(good) < len(signals)
+    incomplete = [s for s in signals if s not in good or s.partial is not None]
+    partial = bool(incomplete)
     tracking_since = history.tracking_since if history.tracking_since and not partial else now
     window = timedelta(seconds=policy.scale_down_delay_seconds)
     recent = tuple((t, v) for t, v in history.recommendations if now - t < window)
@@ -179,7 +184,7 @@ def decide_min_replicas(
 
     # Lowering: only on complete data, after the forecast stayed lower for the delay.
     if partial:
-        missing = ", ".join(f"{s.name} ({s.problem})" for s in signals if s not in good)
+        missing = ", ".join(f"{s.name} ({s.problem or s.partial})" for s in incomplete)
         steps.append(Step(PARTIAL_METRICS, current, f"not lowering without {missing}"))
         return Decision(current, needed, tuple(steps), new_history)
     stabilized = max(v for _, v in recent)

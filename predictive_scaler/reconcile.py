@@ -35,7 +35,7 @@ from predictive_scaler.decision import (
     compute_replicas_for,
     decide_min_replicas,
 )
-from predictive_scaler.demand import compute_demand
+from predictive_scaler.demand import compute_demand, compute_uncorrected
 from predictive_scaler.forecasting import (
     ForecastSettings,
     TargetForecaster,
@@ -162,6 +162,8 @@ class SignalReport:
     problem: str | None
     horizon_seconds: float
     quantile: float
+    partial: str | None = None
+    """Why the forecast stands on partial data (it may raise, never lower)."""
     mean: float | None = None
     """Mean forecast at the horizon."""
     upper_at_horizon: float | None = None
@@ -620,12 +622,15 @@ class TargetReconciler:
                 r.upper_max if r.problem is None else None,
                 r.target_per_pod or 1.0,
                 r.problem,
+                r.partial if r.problem is None else None,
             )
             for r in reports
         ]
         for r in reports:
             if r.problem is not None:
                 self.log.warning("metrics_missing", signal=r.name, problem=r.problem)
+            elif r.partial is not None:
+                self.log.warning("metrics_partial", signal=r.name, partial=r.partial)
         patch_result: str | None = None
         real = snapshot
         if self.dry_run and self.shadow is not None:
@@ -860,7 +865,8 @@ class TargetReconciler:
         p = self.policy
         horizon = self.settings.horizon_steps * self.settings.step_seconds
         base = SignalReport(state.signal.name, None, horizon, p.quantile)
-        problem, new_start, new = await self._fetch(state, now)
+        problem, new_start, new, partial = await self._fetch(state, now)
+        base = replace(base, partial=partial)
         if new is not None and new_start is not None:
             new = self._mask(new_start, new)
             state.append(new_start, new)
@@ -922,11 +928,15 @@ class TargetReconciler:
 
     async def _fetch(
         self, state: _SignalState, now: datetime
-    ) -> tuple[str | None, float | None, FloatArray | None]:
-        """New demand points since the last fetch: (problem, first point's time, values).
+    ) -> tuple[str | None, float | None, FloatArray | None, str | None]:
+        """New demand points since the last fetch: (problem, first point's time, values,
+        why they are partial).
 
         The first fetch reads the whole history; later ones only from the newest point on.
-        On a failed or empty answer nothing advances, so the next cycle asks again.
+        On a failed or empty answer nothing advances, so the next cycle asks again. A failed
+        queue or running query (one failed batch chunk fails it for all its targets) keeps
+        the new points out as well: they would be uncorrected, and the buffer is the model's
+        history, so they are fetched again, complete, once the query answers.
         """
         step = state.step
         start, end = _fetch_window(state, now)
@@ -934,36 +944,50 @@ class TargetReconciler:
         if last is not None and last + step < start:
             state.reset()  # gap longer than the history
         if start > end:
-            return None, None, None
+            return None, None, None, None
         signal = state.signal
         usage = await self._range(signal.query, start, end, step)
         if usage.status is RangeStatus.ERROR:
-            return f"prometheus error: {usage.message}", None, None
+            return f"prometheus error: {usage.message}", None, None, None
         if usage.status is RangeStatus.EMPTY:
-            return f"no data: {usage.message}", None, None
-        waiting: FloatArray | None = None
-        running: FloatArray | None = None
-        if signal.queue_query is not None:
-            queue = await self._range(signal.queue_query, start, end, step)
-            if queue.status in (RangeStatus.OK, RangeStatus.PARTIAL):
-                waiting = np.asarray(queue.values, dtype=np.float64)
-                if signal.running_query is not None:
-                    active = await self._range(signal.running_query, start, end, step)
-                    if active.status in (RangeStatus.OK, RangeStatus.PARTIAL):
-                        running = np.asarray(active.values, dtype=np.float64)
-            elif queue.status is RangeStatus.ERROR:
-                # Usage alone still bounds demand from below; a missing queue only means no
-                # saturation correction this time.
-                self.log.warning("queue_metrics_missing", signal=signal.name, error=queue.message)
-        demand = compute_demand(np.asarray(usage.values, dtype=np.float64), waiting, running)
+            return f"no data: {usage.message}", None, None, None
+        used = np.asarray(usage.values, dtype=np.float64)
+        partial: str | None = None
+        if signal.queue_query is None or signal.running_query is None:
+            demand = compute_demand(used)
+        else:
+            parts: list[FloatArray] = []
+            for name, template in (
+                ("queue", signal.queue_query),
+                ("running", signal.running_query),
+            ):
+                answer = await self._range(template, start, end, step)
+                if answer.status is RangeStatus.ERROR:
+                    self.log.warning(
+                        "queue_metrics_failed", signal=signal.name, query=name, error=answer.message
+                    )
+                    return None, None, None, f"{name} query failed: {answer.message}"
+                if answer.status is RangeStatus.EMPTY:
+                    parts.append(np.full(used.shape, np.nan))
+                else:
+                    parts.append(np.asarray(answer.values, dtype=np.float64))
+            waiting, running = parts
+            demand = compute_demand(used, waiting, running)
+            gaps = int(compute_uncorrected(used, waiting, running).sum())
+            if gaps:
+                # Usage alone is a lower bound of demand: it may raise, never lower.
+                partial = (
+                    f"demand not corrected for saturation at {gaps} of {used.size} new steps "
+                    "(no queue or running sample)"
+                )
         if usage.status is RangeStatus.PARTIAL:
             self.log.debug("metrics_partial", signal=signal.name, detail=usage.message)
             if not np.isfinite(demand).any():
                 # Every new step is NaN/Inf or has no sample: as unusable as no answer (hold,
                 # never lower on it). The buffer still advances over them: Prometheus has them.
                 problem = f"no data: no finite sample in the new points ({usage.message})"
-                return problem, start, demand
-        return None, start, demand
+                return problem, start, demand, None
+        return None, start, demand, partial
 
     async def _range(self, template: str, start: float, end: float, step: float) -> RangeResult:
         prefetched = self._prefetched.pop((template, start, end, step), None)

@@ -110,6 +110,22 @@ CASES = [
         "DesiredWithinRange",
     ),
     (
+        "a signal on partial data never lowers",
+        [SignalForecast("kv_cache", 0.7, 0.7, partial="2 of 4 pods reporting")],
+        (10, 20, 1),
+        SETTLED,
+        10,
+        "PartialMetrics",
+    ),
+    (
+        "a signal on partial data may raise",
+        [SignalForecast("kv_cache", 7.0, 0.7, partial="queue query failed")],
+        (8, 20, 1),
+        SETTLED,
+        10,
+        "DesiredWithinRange",
+    ),
+    (
         "the largest need across signals wins",
         [kv(1.4), SignalForecast("tokens", 900.0, 100.0)],
         (2, 20, 1),
@@ -231,7 +247,14 @@ def scenarios(draw: st.DrawFn) -> tuple[list[SignalForecast], HpaLimits]:
     replicas = draw(st.integers(0, 120))
     names = draw(st.lists(st.sampled_from(["kv", "rate", "tokens"]), min_size=1, unique=True))
     signals = [
-        SignalForecast(n, draw(uppers), draw(st.floats(0.01, 100)), "missing") for n in names
+        SignalForecast(
+            n,
+            draw(uppers),
+            draw(st.floats(0.01, 100)),
+            "missing",
+            draw(st.sampled_from([None, "2 of 3 pods reporting"])),
+        )
+        for n in names
     ]
     return signals, HpaLimits(current, max_replicas, base, current_replicas=replicas)
 
@@ -263,7 +286,7 @@ def test_invariants(
         held = (NOW - (history.bad_since or NOW)).total_seconds()
         if held < policy.missing_data_hold_seconds:
             assert new == current
-    elif len(good) < len(signals):
+    elif len(good) < len(signals) or any(s.partial for s in good):
         assert new >= current, "partial data never lowers"
     assert decision.steps, "every decision says why"
     # Deterministic: same inputs, same answer.

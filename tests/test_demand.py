@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from predictive_scaler.demand import compute_demand, compute_pod_sum
+from predictive_scaler.demand import compute_demand, compute_pod_sum, compute_uncorrected
 
 
 def test_sum_over_pods_ignores_absent_pods_but_not_all_absent() -> None:
@@ -35,4 +35,23 @@ def test_without_queue_usage_is_taken_as_is() -> None:
 
 def test_mismatched_lengths_are_an_error() -> None:
     with pytest.raises(ValueError, match="queue series has 1 points"):
-        compute_demand(np.ones(2), np.ones(1))
+        compute_demand(np.ones(2), np.ones(1), np.ones(2))
+
+
+def test_a_missing_running_series_is_never_assumed() -> None:
+    # Issue 12 item 1: 2 pods at 0.7 with 5 waiting and no running series became 15.4.
+    usage = np.array([1.4, 1.4, 1.4])
+    waiting = np.array([5.0, 5.0, 5.0])
+    running = np.array([np.nan, 10.0, np.nan])
+    np.testing.assert_allclose(compute_demand(usage, waiting, running), [1.4, 2.1, 1.4])
+    np.testing.assert_array_equal(compute_uncorrected(usage, waiting, running), [1, 0, 1])
+    nothing = np.full(3, np.nan)
+    np.testing.assert_allclose(compute_demand(usage, waiting, nothing), usage)
+    with pytest.raises(ValueError, match="go together"):
+        compute_demand(usage, waiting)
+
+
+def test_steps_without_usage_are_not_flagged_uncorrected() -> None:
+    usage = np.array([np.nan, 1.0])
+    gaps = compute_uncorrected(usage, np.full(2, np.nan), np.full(2, np.nan))
+    np.testing.assert_array_equal(gaps, [False, True])

@@ -23,7 +23,7 @@ from predictive_scaler.kube import (
     ANNOTATION_REASON,
     KubeClient,
 )
-from predictive_scaler.prometheus import PrometheusSettings, PrometheusSource
+from predictive_scaler.prometheus import PrometheusSettings, PrometheusSource, RangeResult
 from predictive_scaler.reconcile import MANAGED_ANNOTATIONS, TargetReconciler, determine_base
 from predictive_scaler.runtime import Controller
 from tests.kube_double import KubeDouble, make_hpa
@@ -76,6 +76,12 @@ def flat_series() -> list[Series]:
             series.append(
                 ("gpu_cache_usage_perc", {"namespace": namespace, "pod": pod}, ts, values)
             )
+    # ``queued``: 2 pods saturated at 0.7 with 5 waiting and 10 running each: demand 2.1.
+    for pod in ("nim-0", "nim-1"):
+        labels = {"namespace": "queued", "pod": pod}
+        series.append(("gpu_cache_usage_perc", labels, ts, np.full(ts.size, 0.7)))
+        series.append(("num_requests_waiting", labels, ts, np.full(ts.size, 5.0)))
+        series.append(("num_requests_running", labels, ts, np.full(ts.size, 10.0)))
     return series
 
 
@@ -113,6 +119,45 @@ def kube(kube_api: client.ApiClient) -> KubeClient:
 def target(namespace: str) -> Target:
     [found] = [t for t in parse_config(CONFIG).targets if t.namespace == namespace]
     return found
+
+
+def queued_target(running_metric: str = "num_requests_running") -> Target:
+    """The ``queued`` namespace with the NIM preset's saturation correction."""
+    text = f"""
+defaults:
+  interval: 5m
+  step: 5m
+  history: 1d
+  minHistory: 1h
+  warmup: 10m
+  model: persistence
+  seasons: []
+  staleAfter: 15m
+targets:
+  - hpa: {{namespace: queued, name: nim}}
+    signals:
+      - name: kv_cache
+        query: 'sum(gpu_cache_usage_perc{{${{matchers}}}})'
+        queueQuery: 'sum(num_requests_waiting{{${{matchers}}}})'
+        runningQuery: 'sum({running_metric}{{${{matchers}}}})'
+        hpaMetric: gpu_cache_usage_perc
+"""
+    [found] = parse_config(text).targets
+    return found
+
+
+class FailingFor:
+    """The real adapter, except that queries containing ``needle`` go to a closed port (a
+    real connection failure through the real adapter) while ``failing`` is set."""
+
+    def __init__(self, good: PrometheusSource, closed: PrometheusSource, needle: str) -> None:
+        self.good, self.closed, self.needle, self.failing = good, closed, needle, True
+
+    async def fetch_range(
+        self, query: str, start: datetime, end: datetime, step_seconds: float
+    ) -> RangeResult:
+        used = self.closed if self.failing and self.needle in query else self.good
+        return await used.fetch_range(query, start, end, step_seconds)
 
 
 def hpa(server: KubeDouble, namespace: str) -> dict[str, object]:
@@ -182,6 +227,53 @@ async def test_raises_to_demand_and_records_state(
     assert again.signals[0].points == points  # bounded buffer, one new point, one dropped
     assert again.patch_result is None  # nothing changed: no write
     assert len(kube_server.requests) == before + 1  # only the read
+
+
+async def test_saturation_correction_uses_the_running_series(
+    kube_server: KubeDouble, kube: KubeClient, source: PrometheusSource, clock: FakeClock
+) -> None:
+    kube_server.put_object(make_hpa("queued", "nim", 1, 10))
+    report = await TargetReconciler(queued_target(), source, kube, clock=clock).reconcile()
+    assert report.signals[0].upper_max == pytest.approx(2.1)  # 1.4 * (1 + 10 / 20)
+    assert report.signals[0].partial is None
+    assert min_replicas(kube_server, "queued") == 3
+
+
+async def test_an_empty_running_query_never_inflates_demand(
+    kube_server: KubeDouble, kube: KubeClient, source: PrometheusSource, clock: FakeClock
+) -> None:
+    # Issue 12 item 1: with no running series the queue was divided by an assumed 1.
+    kube_server.put_object(make_hpa("queued", "nim", 1, 10))
+    absent = queued_target(running_metric="num_requests_active")  # no such series
+    report = await TargetReconciler(absent, source, kube, clock=clock).reconcile()
+    signal = report.signals[0]
+    assert signal.upper_max == pytest.approx(1.4)  # the usage, uncorrected
+    assert signal.partial is not None and "not corrected for saturation" in signal.partial
+    assert min_replicas(kube_server, "queued") == 2
+
+
+async def test_a_failed_running_query_keeps_its_points_out_of_the_history(
+    kube_server: KubeDouble,
+    kube: KubeClient,
+    source: PrometheusSource,
+    closed_source: PrometheusSource,
+    clock: FakeClock,
+) -> None:
+    kube_server.put_object(make_hpa("queued", "nim", 1, 10))
+    flaky = FailingFor(source, closed_source, "num_requests_running")
+    reconciler = TargetReconciler(queued_target(), flaky, kube, clock=clock)
+    report = await reconciler.reconcile()
+    signal = report.signals[0]
+    assert signal.partial is not None and signal.partial.startswith("running query failed")
+    assert signal.points == 0  # nothing computed from the failed query was kept
+    assert min_replicas(kube_server, "queued") == 1  # no raise on data it does not have
+    flaky.failing = False
+    clock.advance(STEP)
+    report = await reconciler.reconcile()
+    assert report.signals[0].partial is None and report.signals[0].points > 0
+    kept = reconciler._signals["kv_cache"].values
+    assert np.nanmax(kept) == pytest.approx(2.1)  # the whole history, corrected
+    assert min_replicas(kube_server, "queued") == 3
 
 
 async def test_too_short_history_holds_instead_of_forecasting(
