@@ -17,16 +17,31 @@ Semantics (fixed so that results can be checked independently):
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from models import InsufficientHistory
+from models import InsufficientHistory, fit_model
+from predictive_scaler.baselines import (
+    BASELINES,
+    HPA_TARGET,
+    PHPA,
+    SCHEDULE,
+    STATIC_FLOOR,
+    HoltWintersAdditive,
+    IsoCost,
+    SweepSettings,
+    compute_iso_cost,
+    compute_schedule_floor,
+    compute_static_floors,
+)
 from predictive_scaler.decision import (
     DecisionHistory,
     DecisionPolicy,
@@ -98,12 +113,37 @@ class PolicyRun:
 
 
 @dataclass(frozen=True)
+class FrontierPoint:
+    """One swept setting of a policy: its knob and its cost and shortfall."""
+
+    knob: float
+    gpu_hours: float
+    underprovisioned_minutes: float
+
+
+@dataclass(frozen=True)
 class SimulationResult:
     demand: FloatArray
     step_seconds: float
     eval_start: int
     runs: dict[str, PolicyRun]
     notes: tuple[str, ...] = ()
+    frontier: dict[str, tuple[FrontierPoint, ...]] = field(default_factory=dict)
+    """Per policy (predictive, the baselines, oracle), every swept setting, in sweep order;
+    empty without a sweep."""
+
+    def iso_cost(self) -> dict[str, IsoCost]:
+        """Each baseline's shortfall at predictive's default GPU-hours, and the ratio."""
+        p = self.runs["predictive"]
+        return {
+            name: compute_iso_cost(
+                [(pt.gpu_hours, pt.underprovisioned_minutes) for pt in self.frontier[name]],
+                p.gpu_hours,
+                p.underprovisioned_minutes,
+            )
+            for name in BASELINES
+            if name in self.frontier
+        }
 
 
 def scale_demand(values: FloatArray, target: float, peak_replicas: int) -> FloatArray:
@@ -132,18 +172,24 @@ class SimulatedHpa:
         self.recommendations: deque[tuple[int, int]] = deque()
 
     def ready(self, t: int) -> int:
-        return sum(1 for at in self.pods if at <= t)
+        # ``pods`` stays sorted: new pods are ready last, and a scale-down keeps a prefix.
+        return bisect.bisect_right(self.pods, t)
 
-    def act(self, t: int, demand: float, min_replicas: int) -> None:
+    def desired(self, t: int, demand: float, min_replicas: int) -> int:
+        """The count the HPA computes from the saturated gauge at ``t`` (no side effects)."""
         s = self.s
         ready, total = self.ready(t), len(self.pods)
         observed = min(demand, ready)
         if observed <= 0:
-            desired = min_replicas
-        elif ready > 0 and abs(observed / ready / s.target - 1.0) <= s.tolerance:
-            desired = total
-        else:
-            desired = math.ceil(observed / s.target - 1e-9)
+            return min_replicas
+        if ready > 0 and abs(observed / ready / s.target - 1.0) <= s.tolerance:
+            return total
+        return math.ceil(observed / s.target - 1e-9)
+
+    def act(self, t: int, demand: float, min_replicas: int) -> None:
+        s = self.s
+        total = len(self.pods)
+        desired = self.desired(t, demand, min_replicas)
         self.recommendations.append((t, desired))
         while self.recommendations[0][0] <= t - self.window_steps:
             self.recommendations.popleft()
@@ -159,123 +205,250 @@ class SimulatedHpa:
             del self.pods[new:]
 
 
+@dataclass
+class _Lane:
+    """One policy at one knob value: its HPA, its recorded pods and its own state."""
+
+    policy: str
+    knob: float
+    hpa: SimulatedHpa
+    ready: IntArray
+    total: IntArray
+    mins: IntArray
+    floor: IntArray | None = None
+    """Precomputed minReplicas per step (oracle, static and schedule floors)."""
+    quantile: float | None = None
+    """Predictive lanes: the upper quantile they decide on."""
+    hw: HoltWintersAdditive | None = None
+    """PHPA lanes: the Holt-Winters on the HPA's computed counts."""
+    current_min: int = 1
+    history: DecisionHistory = field(default_factory=DecisionHistory)
+
+
 def simulate(
     values: FloatArray,
     step_seconds: float,
     settings: SimulationSettings,
     progress: Progress | None = None,
+    sweep: SweepSettings | None = None,
 ) -> SimulationResult:
-    """Run the three policies over the trace and measure them over the evaluation window."""
+    """Scale the trace (see :func:`scale_demand`), then :func:`simulate_demand`."""
     demand = scale_demand(values, settings.target, settings.peak_replicas)
+    return simulate_demand(demand, step_seconds, settings, progress, sweep)
+
+
+def simulate_demand(
+    demand: FloatArray,
+    step_seconds: float,
+    settings: SimulationSettings,
+    progress: Progress | None = None,
+    sweep: SweepSettings | None = None,
+) -> SimulationResult:
+    """Run reactive HPA, predictive and the oracle over ``demand`` (pods' worth of KV
+    cache per step), and with ``sweep`` every baseline and predictive over their knobs;
+    measure each over the evaluation window.
+
+    All lanes step together, so the forecaster is fitted once per refit for every
+    predictive lane: they differ only in the quantile they read from it. The history it
+    fits on is the default lane's Prometheus view, which equals the true demand whenever a
+    pod is ready (always, as minReplicas >= 1), so it is the same history for every lane.
+    """
+    demand = np.asarray(demand, dtype=np.float64)
     n = len(demand)
+    s = settings
     eval_start = evaluation_start(n, step_seconds)
-    warmup = steps_for(settings.warmup_seconds, step_seconds)
-    cycle = steps_for(settings.cycle_seconds, step_seconds)
+    warmup = steps_for(s.warmup_seconds, step_seconds)
+    cycle = steps_for(s.cycle_seconds, step_seconds)
     control_start = max(1, eval_start - warmup - cycle)
     # One simulated cycle can stand for several live cycles (a 5-minute trace step against a
     # 30 s interval): the live loop would move by a step each of them.
-    live_cycles = max(1, round(cycle * step_seconds / settings.cycle_seconds))
+    live_cycles = max(1, round(cycle * step_seconds / s.cycle_seconds))
     policy = replace(
-        settings.decision,
-        scale_up_step=settings.decision.scale_up_step * live_cycles,
-        scale_down_step=settings.decision.scale_down_step * live_cycles,
+        s.decision,
+        scale_up_step=s.decision.scale_up_step * live_cycles,
+        scale_down_step=s.decision.scale_down_step * live_cycles,
     )
-
-    forecaster = TargetForecaster(
-        ForecastSettings(
-            step_seconds=step_seconds,
-            horizon_seconds=(warmup + cycle) * step_seconds,
-            model=settings.model,
-            quantile=settings.quantile,
-            seasons=settings.seasons,
-            history_seconds=settings.history_seconds,
-            refit_interval_seconds=settings.refit_interval_seconds,
-        )
+    forecast_settings = ForecastSettings(
+        step_seconds=step_seconds,
+        horizon_seconds=(warmup + cycle) * step_seconds,
+        model=s.model,
+        quantile=s.quantile,
+        seasons=s.seasons,
+        history_seconds=s.history_seconds,
+        refit_interval_seconds=s.refit_interval_seconds,
     )
-    hpas = {name: SimulatedHpa(settings, step_seconds) for name in POLICIES}
-    ready = {name: np.zeros(n, dtype=np.int64) for name in POLICIES}
-    total = {name: np.zeros(n, dtype=np.int64) for name in POLICIES}
-    mins = {name: np.full(n, settings.min_replicas, dtype=np.int64) for name in POLICIES}
+    forecaster = TargetForecaster(forecast_settings)
+    lanes = _make_lanes(demand, step_seconds, s, sweep, warmup)
+    predictive_lanes = [lane for lane in lanes if lane.quantile is not None]
+    quantiles = tuple(sorted({lane.quantile for lane in predictive_lanes if lane.quantile}))
+    default_predictive = next(lane for lane in predictive_lanes if lane.quantile == s.quantile)
     seen = np.full(n, np.nan)  # demand as the controller sees it in Prometheus
-    history = DecisionHistory()
-    predictive_min = settings.min_replicas
     origin = datetime(2000, 1, 1, tzinfo=UTC)
     notes: list[str] = []
-    # Oracle: max true demand over t .. t + warm-up + 1, as a running window maximum.
-    oracle_need = _window_max(demand, warmup + 2)
 
     for t in range(n):
-        for name, hpa in hpas.items():
-            ready[name][t] = hpa.ready(t)
-            total[name][t] = len(hpa.pods)
+        for lane in lanes:
+            lane.ready[t] = lane.hpa.ready(t)
+            lane.total[t] = len(lane.hpa.pods)
         # What Prometheus holds at t for the predictive deployment: the gauge saturates.
-        gauge = min(demand[t], ready["predictive"][t])
-        queue = max(0.0, demand[t] - ready["predictive"][t])
+        ready_now = default_predictive.ready[t]
+        gauge = min(demand[t], ready_now)
+        queue = max(0.0, demand[t] - ready_now)
         seen[t] = compute_demand(np.array([gauge]), np.array([queue]), np.array([gauge]))[0]
 
         if t >= control_start:
             if forecaster.needs_refit():
                 try:
-                    result = forecaster.refit(seen[: t + 1])
+                    window = seen[: t + 1][-forecast_settings.history_points :]
+                    result = fit_model(
+                        s.model,
+                        window,
+                        step_seconds,
+                        forecast_settings.horizon_steps,
+                        s.seasons,
+                        s.quantile,
+                    )
+                    forecaster.adopt(result)
                     notes.extend(result.notes)
                 except InsufficientHistory as exc:
                     notes.append(str(exc))
             else:
                 forecaster.observe(seen[t : t + 1])
             if (t - control_start) % cycle == 0:
-                predictive_min, history = _decide(
-                    forecaster,
-                    settings,
-                    policy,
-                    (predictive_min, len(hpas["predictive"].pods)),
-                    history,
-                    origin,
-                    t,
-                    step_seconds,
-                )
-        mins["predictive"][t] = predictive_min
-        mins["oracle"][t] = min(
-            max(math.ceil(oracle_need[t] / settings.target - 1e-9), settings.min_replicas),
-            settings.max_replicas,
-        )
-        for name, hpa in hpas.items():
-            hpa.act(t, float(demand[t]), int(mins[name][t]))
+                uppers = _forecast_uppers(forecaster, quantiles)
+                now = origin + timedelta(seconds=t * step_seconds)
+                for lane in predictive_lanes:
+                    assert lane.quantile is not None
+                    _decide(lane, uppers, s, policy, now)
+        d = float(demand[t])
+        for lane in lanes:
+            if lane.floor is not None:
+                lane.mins[t] = lane.floor[t]
+            elif lane.hw is not None:
+                lane.hw.update(lane.hpa.desired(t, d, s.min_replicas))
+                ahead = lane.hw.forecast_next()
+                if ahead is not None:
+                    lane.mins[t] = min(max(math.ceil(ahead - 1e-9), s.min_replicas), s.max_replicas)
+            elif lane.quantile is not None:
+                lane.mins[t] = lane.current_min
+            lane.hpa.act(t, d, int(lane.mins[t]))
         if progress is not None:
             progress(t + 1, n)
 
+    def measure(lane: _Lane) -> PolicyRun:
+        return _measure(demand, lane.ready, lane.total, lane.mins, eval_start, step_seconds)
+
+    def pick(policy_name: str, knob: float) -> _Lane:
+        return next(lane for lane in lanes if lane.policy == policy_name and lane.knob == knob)
+
     runs = {
-        name: _measure(demand, ready[name], total[name], mins[name], eval_start, step_seconds)
-        for name in POLICIES
+        "reactive": measure(pick(HPA_TARGET, s.target)),
+        "predictive": measure(default_predictive),
+        "oracle": measure(pick("oracle", 0.0)),
     }
-    return SimulationResult(demand, step_seconds, eval_start, runs, tuple(dict.fromkeys(notes)))
+    frontier: dict[str, tuple[FrontierPoint, ...]] = {}
+    if sweep is not None:
+        for lane in lanes:
+            run = measure(lane)
+            point = FrontierPoint(lane.knob, run.gpu_hours, run.underprovisioned_minutes)
+            frontier[lane.policy] = (*frontier.get(lane.policy, ()), point)
+    return SimulationResult(
+        demand, step_seconds, eval_start, runs, tuple(dict.fromkeys(notes)), frontier
+    )
+
+
+def _make_lanes(
+    demand: FloatArray,
+    step_seconds: float,
+    s: SimulationSettings,
+    sweep: SweepSettings | None,
+    warmup: int,
+) -> list[_Lane]:
+    n = len(demand)
+
+    def lane(policy_name: str, knob: float, target: float | None = None, **kw: Any) -> _Lane:
+        hpa_settings = s if target is None else replace(s, target=target)
+        return _Lane(
+            policy_name,
+            knob,
+            SimulatedHpa(hpa_settings, step_seconds),
+            np.zeros(n, dtype=np.int64),
+            np.zeros(n, dtype=np.int64),
+            np.full(n, s.min_replicas, dtype=np.int64),
+            current_min=s.min_replicas,
+            **kw,
+        )
+
+    def clamp(floor: IntArray) -> IntArray:
+        out: IntArray = np.clip(floor, s.min_replicas, s.max_replicas).astype(np.int64)
+        return out
+
+    # Oracle: max true demand over t .. t + warm-up + 1, as a running window maximum.
+    need = np.ceil(_window_max(demand, warmup + 2) / s.target - 1e-9).astype(np.int64)
+    lanes = [
+        lane(HPA_TARGET, s.target),
+        lane("predictive", s.quantile, quantile=s.quantile),
+        lane("oracle", 0.0, floor=clamp(need)),
+    ]
+    if sweep is None:
+        return lanes
+    for target in sweep.hpa_targets:
+        if target != s.target:
+            lanes.append(lane(HPA_TARGET, target, target=target))
+    for q in sweep.quantiles:
+        if q != s.quantile:
+            lanes.append(lane("predictive", q, quantile=q))
+    for floor in compute_static_floors(s.peak_replicas, sweep.floor_fractions):
+        lanes.append(lane(STATIC_FLOOR, floor, floor=clamp(np.full(n, floor, dtype=np.int64))))
+    for margin in sweep.schedule_margins:
+        schedule = compute_schedule_floor(demand, step_seconds, s.target, margin, warmup)
+        lanes.append(lane(SCHEDULE, margin, floor=clamp(schedule)))
+    period = steps_for(86_400.0, step_seconds)
+    for target in sweep.phpa_targets:
+        lanes.append(lane(PHPA, target, target=target, hw=HoltWintersAdditive(period)))
+    return lanes
+
+
+def _forecast_uppers(
+    forecaster: TargetForecaster, quantiles: tuple[float, ...]
+) -> dict[float, float | None]:
+    """Per quantile, the maximum of its path over the window; None without a model."""
+    model = forecaster.model
+    if model is None:
+        return dict.fromkeys(quantiles)
+    forecast = model.predict(forecaster.settings.horizon_steps, quantiles)
+    return {q: float(np.max(forecast.quantile(q))) for q in quantiles}
 
 
 def _decide(
-    forecaster: TargetForecaster,
+    lane: _Lane,
+    uppers: dict[float, float | None],
     settings: SimulationSettings,
     policy: DecisionPolicy,
-    current: tuple[int, int],
-    history: DecisionHistory,
-    origin: datetime,
-    t: int,
-    step_seconds: float,
-) -> tuple[int, DecisionHistory]:
-    if forecaster.model is None:
+    now: datetime,
+) -> None:
+    assert lane.quantile is not None
+    upper = uppers[lane.quantile]
+    if upper is None:
         signal = SignalForecast("kv_cache", None, settings.target, "no model fitted")
+    elif not math.isfinite(upper):
+        signal = SignalForecast("kv_cache", None, settings.target, "non-finite forecast")
     else:
-        window = forecaster.forecast()
-        signal = SignalForecast("kv_cache", window.upper_max, settings.target)
-    # (min, pods the HPA runs): the live loop passes the HPA's currentReplicas the same way.
+        signal = SignalForecast("kv_cache", upper, settings.target)
     decision = decide_min_replicas(
         [signal],
+        # The live loop passes the HPA's currentReplicas the same way.
         HpaLimits(
-            current[0], settings.max_replicas, settings.min_replicas, current_replicas=current[1]
+            lane.current_min,
+            settings.max_replicas,
+            settings.min_replicas,
+            current_replicas=len(lane.hpa.pods),
         ),
         policy,
-        history,
-        origin + timedelta(seconds=t * step_seconds),
+        lane.history,
+        now,
     )
-    return decision.min_replicas, decision.history
+    lane.current_min, lane.history = decision.min_replicas, decision.history
 
 
 def _window_max(x: FloatArray, width: int) -> FloatArray:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from predictive_scaler.backtest import (
     SimulatedHpa,
@@ -13,7 +15,9 @@ from predictive_scaler.backtest import (
     evaluation_start,
     scale_demand,
     simulate,
+    simulate_demand,
 )
+from predictive_scaler.baselines import BASELINES, SweepSettings
 
 # warm-up 2 steps, stabilisation 2 steps, target 0.5, at 1-minute steps.
 SETTINGS = SimulationSettings(
@@ -124,3 +128,101 @@ def test_simulation_end_to_end_on_a_daily_series() -> None:
     settings = SimulationSettings()
     assert (predictive.min_replicas >= settings.min_replicas).all()
     assert (predictive.min_replicas <= settings.max_replicas).all()
+
+
+# -- the whole loop, pinned ------------------------------------------------------------
+
+# Persistence at 1-minute steps, 2-step warm-up, one decision per step: small enough to
+# follow by hand and to run hundreds of times.
+LOOP = SimulationSettings(
+    target=0.5,
+    min_replicas=1,
+    max_replicas=20,
+    warmup_seconds=120,
+    cycle_seconds=60,
+    stabilization_seconds=120,
+    model="persistence",
+    history_seconds=86_400,
+    refit_interval_seconds=1800,
+)
+N = 40  # evaluation from step 20; control from step 20 - 2 - 1 = 17
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    demand=st.lists(st.floats(0, 9), min_size=N, max_size=N),
+    tail=st.lists(st.floats(0, 9), min_size=N, max_size=N),
+    cut=st.integers(17, N - 2),
+)
+def test_predictive_never_acts_on_demand_it_has_not_seen(
+    demand: list[float], tail: list[float], cut: int
+) -> None:
+    # Changing demand after step `cut` leaves every minReplicas up to `cut` unchanged.
+    changed = demand[: cut + 1] + tail[cut + 1 :]
+    a = simulate_demand(np.array(demand), 60.0, LOOP).runs["predictive"]
+    b = simulate_demand(np.array(changed), 60.0, LOOP).runs["predictive"]
+    np.testing.assert_array_equal(a.min_replicas[: cut + 1], b.min_replicas[: cut + 1])
+    np.testing.assert_array_equal(a.total[: cut + 2], b.total[: cut + 2])
+
+
+@settings(max_examples=40, deadline=None)
+@given(demand=st.lists(st.floats(0, 9), min_size=N, max_size=N))
+def test_the_oracle_through_simulate_is_never_short(demand: list[float]) -> None:
+    # Its minReplicas covers the demand one warm-up ahead, so from the evaluation start (past
+    # one warm-up) it is never short, and it sets exactly ceil(max d[t..t+3] / target).
+    result = simulate_demand(np.array(demand), 60.0, LOOP)
+    oracle = result.runs["oracle"]
+    assert oracle.underprovisioned_minutes == 0.0
+    d = np.array(demand)
+    for t in range(N):
+        need = int(np.ceil(d[t : t + 4].max() / 0.5 - 1e-9))
+        assert oracle.min_replicas[t] == min(max(need, 1), 20), t
+
+
+def test_persistence_through_the_whole_loop_by_hand() -> None:
+    # Demand 1 pod's worth until step 24, then 6. Target 0.5, warm-up 2 steps.
+    d = np.array([1.0] * 24 + [6.0] * 16)
+    run = simulate_demand(d, 60.0, LOOP).runs["predictive"]
+    # t=0: the HPA sees 1 on 1 ready pod (ratio 2) and asks for 2; ready at t=2, then the
+    #   ratio is 1 (within tolerance) and it holds 2.
+    # t=17: first fit (persistence on a constant: every error 0, so p90 = the last value 1);
+    #   needed ceil(1 / 0.5) = 2 = current: minReplicas 2, nothing moves.
+    # t=24: the gauge reads 2 (2 ready pods, saturated) and the queue 4, so the controller
+    #   sees 2 * (1 + 4 / 2) = 6: needs 12, raises by at most 4 per cycle: 6, 10, 12.
+    #   The HPA jumps to each raised minimum; pods created at t are ready at t + 2
+    #   (pods are counted at the start of each step, before it acts).
+    assert list(run.min_replicas[:24]) == [1] * 17 + [2] * 7
+    assert list(run.min_replicas[24:28]) == [6, 10, 12, 12]
+    assert list(run.total[23:29]) == [2, 2, 6, 10, 12, 12]
+    assert list(run.ready[23:30]) == [2, 2, 2, 6, 10, 12, 12]
+    # Short at t=24 and 25 (2 ready for 6); from t=26, 6 ready cover it. Evaluated from 20.
+    assert run.underprovisioned_minutes == 2.0
+    assert run.gpu_hours == pytest.approx((5 * 2 + 6 + 10 + 13 * 12) / 60)
+
+
+def test_sweep_reports_every_baseline_and_keeps_the_default_runs() -> None:
+    step = 600.0
+    hour = (np.arange(10 * 144) % 144) / 6.0
+    values = 10 + 190 * np.clip(hour - 8, 0, 1) * np.clip(19 - hour, 0, 1)
+    base = SimulationSettings(warmup_seconds=1200, model="seasonal_naive")
+    plain = simulate(values, step, base)
+    swept = simulate(values, step, base, sweep=SweepSettings())
+    for name in ("reactive", "predictive", "oracle"):
+        assert plain.runs[name].figures() == swept.runs[name].figures()
+    assert set(swept.frontier) == {"predictive", "oracle", *BASELINES}
+    default = swept.frontier["predictive"][0]
+    assert default.knob == 0.9
+    assert default.gpu_hours == swept.runs["predictive"].gpu_hours
+    # More headroom costs more: every knob's sweep is monotone in GPU-hours.
+    by_knob = sorted(swept.frontier["predictive"], key=lambda p: p.knob)
+    assert [p.gpu_hours for p in by_knob] == sorted(p.gpu_hours for p in by_knob)
+    floors = swept.frontier["static_floor"]
+    assert [p.gpu_hours for p in floors] == sorted(p.gpu_hours for p in floors)
+    # The same daily shape every day: last week's hourly peaks, applied a warm-up early,
+    # leave no minute short at a margin of 1.
+    schedule = {p.knob: p for p in swept.frontier["hour_of_week"]}
+    assert schedule[1.0].underprovisioned_minutes == 0.0
+    iso = swept.iso_cost()
+    assert set(iso) == set(BASELINES)
+    for figures in iso.values():
+        assert figures.shortfall_minutes >= 0
