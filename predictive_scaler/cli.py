@@ -76,10 +76,13 @@ def _non_negative_int(text: str) -> int:
 def _add_backtest(commands: Any) -> None:
     p = commands.add_parser(
         "backtest",
-        help="replay a demand trace through reactive HPA, this controller and an oracle",
+        help="replay a demand trace through reactive HPA, this controller, an oracle and the "
+        "cheap alternatives",
         description=(
             "Forecast accuracy of every model (rolling origin) and the scaling outcome of "
-            "reactive HPA, predictive-scaler and a perfect-foresight oracle on one trace. "
+            "reactive HPA, predictive-scaler, a perfect-foresight oracle and the cheap "
+            "alternatives (a lower HPA target, a static floor, an hour-of-week schedule, PHPA), "
+            "each swept over its knob, compared at predictive's GPU-hours, on one trace. "
             "Without --trace, a bundled 14-day trace (AWS ELB request counts, 5-minute "
             "steps) is used."
         ),
@@ -106,6 +109,11 @@ def _add_backtest(commands: Any) -> None:
     p.add_argument("--only", choices=("forecast", "scaling"), help="run one half only")
     p.add_argument("--json", type=Path, help="write the figures as JSON here")
     p.add_argument("--plot", type=Path, help="draw demand, capacity and replicas to this PNG")
+    p.add_argument(
+        "--no-frontier",
+        action="store_true",
+        help="skip the baselines and the sweeps (faster; no frontier, no iso-cost figures)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=run_backtest)
 
@@ -114,6 +122,7 @@ def run_backtest(args: argparse.Namespace) -> int:
     from models import MODEL_NAMES, InsufficientHistory
     from models.evaluation import evaluate
     from predictive_scaler.backtest import SimulationSettings, evaluation_start, simulate
+    from predictive_scaler.baselines import SweepSettings
     from predictive_scaler.forecasting import steps_for
     from predictive_scaler.progress import ProgressBar
     from predictive_scaler.traces import TraceError, load_trace
@@ -196,8 +205,25 @@ def run_backtest(args: argparse.Namespace) -> int:
             history_seconds=args.history,
             refit_interval_seconds=args.refit,
         )
-        result = simulate(trace.values, step, settings, progress=bar("scaling"))
+        sweep = None if args.no_frontier else SweepSettings()
+        result = simulate(trace.values, step, settings, progress=bar("scaling"), sweep=sweep)
         report["scaling"] = {name: run.figures() for name, run in result.runs.items()}
+        if sweep is not None:
+            report["frontier"] = {
+                name: [[p.gpu_hours, p.underprovisioned_minutes] for p in points]
+                for name, points in result.frontier.items()
+            }
+            report["frontier_knobs"] = {
+                name: [p.knob for p in points] for name, points in result.frontier.items()
+            }
+            report["iso_cost"] = {
+                name: {
+                    "shortfall_minutes": iso.shortfall_minutes,
+                    "ratio": iso.ratio,
+                    "within_sweep": iso.within_sweep,
+                }
+                for name, iso in result.iso_cost().items()
+            }
         report["scaling_settings"] = {
             "warmup_seconds": args.warmup,
             "target": args.target,
@@ -209,6 +235,8 @@ def run_backtest(args: argparse.Namespace) -> int:
             "evaluation_start_seconds": result.eval_start * step,
         }
         _print_scaling_table(result)
+        if sweep is not None:
+            _print_iso_cost(result)
         if result.notes:
             print("notes: " + "; ".join(result.notes))
         if args.plot:
@@ -255,6 +283,20 @@ def _print_scaling_table(result: Any) -> None:
             f"  {name:<12}{run.underprovisioned_minutes:>23.0f}"
             f"{100 * run.unserved_fraction:>9.2f}%{run.gpu_hours:>11.1f}{run.scale_events:>14}"
         )
+
+
+def _print_iso_cost(result: Any) -> None:
+    predictive = result.runs["predictive"]
+    print(
+        f"\nat predictive's {predictive.gpu_hours:.1f} GPU-hours "
+        f"({predictive.underprovisioned_minutes:.0f} min short), each alternative swept over "
+        "its knob is short:"
+    )
+    print(f"  {'alternative':<14}{'minutes short':>15}{'predictive / it':>17}")
+    for name, iso in result.iso_cost().items():
+        ratio = "-" if iso.ratio is None else f"{iso.ratio:.2f}"
+        edge = "" if iso.within_sweep else "  (outside its sweep: nearest end)"
+        print(f"  {name:<14}{iso.shortfall_minutes:>15.0f}{ratio:>17}{edge}")
 
 
 # -- validate-config -------------------------------------------------------------------

@@ -31,8 +31,24 @@ def test_backtest_on_the_bundled_trace_writes_json_and_png(
             "gpu_hours",
             "scale_events",
         }
+    baselines = {"hpa_target", "static_floor", "hour_of_week", "phpa"}
+    assert set(report["frontier"]) == {"predictive", "oracle", *baselines}
+    for points in report["frontier"].values():
+        assert all(len(p) == 2 and p[0] > 0 and p[1] >= 0 for p in points)
+    predictive = report["scaling"]["predictive"]
+    assert report["frontier"]["predictive"][0] == [
+        predictive["gpu_hours"],
+        predictive["underprovisioned_minutes"],
+    ]
+    assert set(report["iso_cost"]) == baselines
+    for name, iso in report["iso_cost"].items():
+        assert iso["shortfall_minutes"] >= 0, name
+        assert iso["ratio"] == pytest.approx(
+            predictive["underprovisioned_minutes"] / iso["shortfall_minutes"]
+        )
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     printed = capsys.readouterr().out
+    assert "each alternative swept over its knob is short" in printed
     assert "forecast accuracy at 10 min ahead" in printed
     assert "scaling over the evaluation window" in printed
 
