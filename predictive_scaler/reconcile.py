@@ -25,7 +25,7 @@ import numpy.typing as npt
 
 from models import FitResult, InsufficientHistory, InvalidSeries
 from models.series import mask_ranges
-from predictive_scaler.config import Policy, Signal, Target
+from predictive_scaler.config import HPA_METRIC_ALIASES, Policy, Signal, Target
 from predictive_scaler.decision import (
     Decision,
     DecisionHistory,
@@ -847,7 +847,10 @@ class TargetReconciler:
     ) -> SignalReport:
         per_pod = signal.target_per_pod
         if per_pod is None and signal.hpa_metric is not None:
-            per_pod = snapshot.target_average_value_for(signal.hpa_metric)
+            for name in HPA_METRIC_ALIASES.get(signal.hpa_metric, (signal.hpa_metric,)):
+                per_pod = snapshot.target_average_value_for(name)
+                if per_pod is not None:
+                    break
         if per_pod is None or not per_pod > 0:
             problem = (
                 f"no target per pod: the HPA has no AverageValue target for "

@@ -268,10 +268,12 @@ def test_presets_fill_queries(preset: str) -> None:
 
 def test_vllm_preset_uses_prefixed_metrics() -> None:
     (signal,) = parse_config_data(one_target(signals=[{"preset": "vllm"}])).targets[0].signals
-    assert signal.query == "sum(vllm:gpu_cache_usage_perc{${matchers}})"
+    assert signal.query == (
+        "sum(vllm:gpu_cache_usage_perc{${matchers}} or vllm:kv_cache_usage_perc{${matchers}})"
+    )
     assert signal.queue_query == "sum(vllm:num_requests_waiting{${matchers}})"
     assert signal.running_query == "sum(vllm:num_requests_running{${matchers}})"
-    assert signal.hpa_metric == "vllm:gpu_cache_usage_perc"
+    assert signal.hpa_metric == "vllm_kv_cache_usage_perc"
 
 
 def test_explicit_keys_override_preset() -> None:

@@ -16,11 +16,15 @@ import json
 import re
 import shutil
 import subprocess
+import time
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
+import numpy as np
 import pytest
 import yaml
 
@@ -49,6 +53,8 @@ from tests.kube_double.factories import make_configmap, make_hpa
 from tests.kube_double.rbac import PolicyRule as DoublePolicyRule
 from tests.kube_double.rbac import RequestAttributes, as_rule, rules_allow
 from tests.kube_double.server import KubeDouble
+from tests.prom_fixtures import PrometheusFactory
+from tests.prom_harness import PrometheusServer, Series
 
 OVERLAYS = tuple(KUSTOMIZATIONS)
 NAMESPACE = "predictive-scaler"
@@ -100,12 +106,22 @@ NIM_METRICS = {
     "prompt_tokens_total",
     "generation_tokens_total",
 }
+VLLM_METRICS = {
+    "vllm:gpu_cache_usage_perc",
+    "vllm:kv_cache_usage_perc",
+    "vllm:num_requests_running",
+    "vllm:num_requests_waiting",
+}
+#: Names the adapter serves that are not Prometheus series of their own.
+ADAPTER_METRICS = {"vllm_kv_cache_usage_perc"}
 PROMETHEUS_AND_CADVISOR = {
     "up",
     "container_cpu_usage_seconds_total",
     "container_memory_working_set_bytes",
 }
-KNOWN_METRICS = CONTROLLER_METRICS | KUBE_STATE_METRICS | NIM_METRICS | PROMETHEUS_AND_CADVISOR
+KNOWN_METRICS = (
+    CONTROLLER_METRICS | KUBE_STATE_METRICS | NIM_METRICS | VLLM_METRICS | PROMETHEUS_AND_CADVISOR
+)
 
 #: Labels each controller metric family carries (the contract with predictive_scaler's /metrics).
 TARGET_LABELS = {"target", "namespace", "hpa"}
@@ -690,6 +706,24 @@ def _rule_metric_name(rule: Mapping[str, Any]) -> str:
     return str(rule["name"]["as"])
 
 
+_PRESET_TARGETS = """
+targets:
+  - hpa: {namespace: a, name: b}
+    signals: [{preset: nim, name: nim}, {preset: vllm, name: vllm}]
+"""
+
+
+def instant_query(server: PrometheusServer, query: str) -> list[dict[str, Any]]:
+    """The result of an instant query on the real server."""
+    url = f"{server.url}/api/v1/query?" + urllib.parse.urlencode({"query": query})
+    with urllib.request.urlopen(url, timeout=10) as response:
+        body = json.load(response)
+    assert body["status"] == "success", body
+    result = body["data"]["result"]
+    assert isinstance(result, list)
+    return result
+
+
 class TestPrometheusAdapterValues:
     def test_external_rules_serve_the_forecast(self) -> None:
         values = _adapter_values()
@@ -704,10 +738,11 @@ class TestPrometheusAdapterValues:
             assert promql_metric_names(rule["seriesQuery"]) == {name}
             assert "<<.Series>>{<<.LabelMatchers>>}" in rule["metricsQuery"]
         custom = {_rule_metric_name(rule): rule for rule in values["rules"]["custom"]}
-        assert set(custom) == {"gpu_cache_usage_perc"}
-        assert custom["gpu_cache_usage_perc"]["resources"]["overrides"]["pod"] == {
-            "resource": "pod"
-        }
+        assert set(custom) == {"gpu_cache_usage_perc", "vllm_kv_cache_usage_perc"}
+        for rule in custom.values():
+            assert rule["resources"]["overrides"]["pod"] == {"resource": "pod"}
+        presets = {s.hpa_metric for s in parse_config(_PRESET_TARGETS).targets[0].signals}
+        assert presets == set(custom)  # each preset's hpaMetric is served
         assert values["prometheus"]["url"].startswith(
             "http://kube-prometheus-stack-prometheus.monitoring.svc"
         )
@@ -718,7 +753,43 @@ class TestPrometheusAdapterValues:
             for key in ("seriesQuery", "metricsQuery"):
                 names = promql_metric_names(rule[key])
                 assert names <= KNOWN_METRICS, (key, names - KNOWN_METRICS)
-            assert _rule_metric_name(rule) in KNOWN_METRICS
+            assert _rule_metric_name(rule) in KNOWN_METRICS | ADAPTER_METRICS
+
+    def test_vllm_rule_serves_either_name_from_a_real_prometheus(
+        self, prometheus_factory: PrometheusFactory
+    ) -> None:
+        # Only the newer name, as recent vLLM exports it; and the older one in another
+        # namespace. The rule's query, rendered as the adapter renders it for a Pods metric,
+        # gives each pod's usage.
+        now = time.time()
+        ts = np.arange(now - 1800, now - 30, 60.0)
+        series: list[Series] = [
+            (name, {"namespace": ns, "pod": pod}, ts, np.full(ts.size, level))
+            for ns, name in (
+                ("new", "vllm:kv_cache_usage_perc"),
+                ("old", "vllm:gpu_cache_usage_perc"),
+            )
+            for pod, level in (("a", 0.25), ("b", 0.75))
+        ]
+        server = prometheus_factory(series)
+        (rule,) = [
+            r
+            for r in _adapter_values()["rules"]["custom"]
+            if _rule_metric_name(r) == "vllm_kv_cache_usage_perc"
+        ]
+        for ns in ("new", "old"):
+            query = (
+                rule["metricsQuery"]
+                .replace("<<.LabelMatchers>>", f'namespace="{ns}",pod=~"a|b"')
+                .replace("<<.GroupBy>>", "pod")
+            )
+            found = {
+                row["metric"]["pod"]: float(row["value"][1]) for row in instant_query(server, query)
+            }
+            assert found == {"a": 0.25, "b": 0.75}, ns
+            discovered = rule["seriesQuery"].replace('namespace!=""', f'namespace="{ns}"')
+            names = {r["metric"]["__name__"] for r in instant_query(server, discovered)}
+            assert len(names) == 1 and re.fullmatch(rule["name"]["matches"], names.pop()), ns
 
     def test_external_rules_group_by_labels_the_metrics_have(self) -> None:
         for rule in _adapter_values()["rules"]["external"]:
@@ -830,6 +901,7 @@ class TestGrafanaDashboard:
         text = json.dumps(_dashboard())
         for needle in (
             "sum(gpu_cache_usage_perc",
+            "or vllm:kv_cache_usage_perc",  # vLLM's demand too, under its newer name
             "predictive_scaler_forecast_mean",
             "predictive_scaler_forecast_upper",
             "predictive_scaler_applied_min_replicas",

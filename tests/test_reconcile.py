@@ -66,6 +66,9 @@ targets:
 """
 
 
+VLLM_NAMES = {"vllm-old": "vllm:gpu_cache_usage_perc", "vllm-new": "vllm:kv_cache_usage_perc"}
+
+
 def flat_series() -> list[Series]:
     ts = np.arange(DATA_END - 2 * 86400, DATA_END + 1, STEP)
     rng = np.random.default_rng(3)
@@ -82,6 +85,11 @@ def flat_series() -> list[Series]:
         series.append(("gpu_cache_usage_perc", labels, ts, np.full(ts.size, 0.7)))
         series.append(("num_requests_waiting", labels, ts, np.full(ts.size, 5.0)))
         series.append(("num_requests_running", labels, ts, np.full(ts.size, 10.0)))
+    # vLLM under each of its KV-cache names: older releases, and newer ones only.
+    for namespace, metric in VLLM_NAMES.items():
+        for pod in ("vllm-0", "vllm-1"):
+            values = np.round(0.9 + rng.normal(0, 0.005, ts.size), 6)
+            series.append((metric, {"namespace": namespace, "pod": pod}, ts, values))
     return series
 
 
@@ -274,6 +282,37 @@ async def test_a_failed_running_query_keeps_its_points_out_of_the_history(
     kept = reconciler._signals["kv_cache"].values
     assert np.nanmax(kept) == pytest.approx(2.1)  # the whole history, corrected
     assert min_replicas(kube_server, "queued") == 3
+
+
+@pytest.mark.parametrize("namespace", list(VLLM_NAMES))
+@pytest.mark.parametrize(
+    "hpa_metric",
+    ["vllm_kv_cache_usage_perc", "vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc"],
+)
+async def test_vllm_preset_reads_either_metric_name(
+    kube_server: KubeDouble,
+    kube: KubeClient,
+    source: PrometheusSource,
+    clock: FakeClock,
+    namespace: str,
+    hpa_metric: str,
+) -> None:
+    # The HPA may scale on the adapter's vLLM rule (vllm_kv_cache_usage_perc) or on a Pods
+    # metric named after either of vLLM's own names; the per-pod target is found in each case.
+    kube_server.put_object(make_hpa(namespace, "vllm", 1, 10, metric_name=hpa_metric))
+    config = f"""
+defaults: {{interval: 5m, step: 5m, history: 1d, minHistory: 1h, warmup: 10m,
+  model: persistence, seasons: [], refitInterval: 1h}}
+targets:
+  - hpa: {{namespace: {namespace}, name: vllm}}
+    signals: [{{preset: vllm}}]
+"""
+    [vllm] = parse_config(config).targets
+    report = await TargetReconciler(vllm, source, kube, clock=clock).reconcile()
+    assert report.signals[0].problem is None
+    assert report.recommended == 3  # 2 pods at 0.9 at 0.7 per pod
+    stored = kube_server.get_object("autoscaling/v2", "HorizontalPodAutoscaler", namespace, "vllm")
+    assert stored is not None and stored["spec"]["minReplicas"] == 3
 
 
 async def test_too_short_history_holds_instead_of_forecasting(
