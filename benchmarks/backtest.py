@@ -1,7 +1,9 @@
 """Scaling benchmark: every shared trace through reactive HPA, predictive-scaler and the
-oracle at several warm-ups (issue 3). Prints a Markdown table.
+oracle at several warm-ups (issue 3), and predictive against the cheap alternatives at equal
+GPU-hours (issue 13: each swept over its knob). Prints Markdown tables.
 
     python benchmarks/backtest.py [--warmups 5m,10m,15m] [--jobs 2] [--traces DIR]
+    python benchmarks/backtest.py --warmups 10m --frontier   # the issue 13 comparison
 """
 
 from __future__ import annotations
@@ -12,8 +14,10 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from predictive_scaler.backtest import SimulationSettings, simulate
+from predictive_scaler.baselines import BASELINES, SweepSettings
 from predictive_scaler.config import parse_duration
 from predictive_scaler.decision import DecisionPolicy
 from predictive_scaler.traces import load_trace
@@ -21,13 +25,25 @@ from predictive_scaler.traces import load_trace
 DEFAULT_TRACES = Path(__file__).resolve().parents[2] / "shared" / "data" / "traces"
 
 
-def run_one(path: Path, warmup: float, settings: SimulationSettings) -> dict[str, object]:
+def run_one(
+    path: Path, warmup: float, settings: SimulationSettings, frontier: bool
+) -> dict[str, object]:
     trace = load_trace(path)
     started = time.perf_counter()
-    result = simulate(trace.values, trace.step_seconds, replace(settings, warmup_seconds=warmup))
+    result = simulate(
+        trace.values,
+        trace.step_seconds,
+        replace(settings, warmup_seconds=warmup),
+        sweep=SweepSettings() if frontier else None,
+    )
     runs = result.runs
     reactive = runs["reactive"].underprovisioned_minutes
+    iso = {
+        name: (v.shortfall_minutes, v.ratio, v.within_sweep)
+        for name, v in result.iso_cost().items()
+    }
     return {
+        "iso": iso,
         "trace": path.name,
         "days": trace.span_seconds / 86_400,
         "warmup_min": warmup / 60,
@@ -49,6 +65,9 @@ def main() -> int:
     parser.add_argument("--quantile", type=float, default=0.9)
     parser.add_argument("--scale-down-delay", default=None)
     parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument(
+        "--frontier", action="store_true", help="also sweep the baselines (issue 13 table)"
+    )
     args = parser.parse_args()
 
     paths = sorted(p for p in args.traces.glob("*.csv*") if not p.name.endswith("_tokens.csv"))
@@ -62,7 +81,7 @@ def main() -> int:
         settings = replace(settings, decision=DecisionPolicy(scale_down_delay_seconds=delay))
     jobs = [(p, w) for p in paths for w in warmups]
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-        futures = [pool.submit(run_one, p, w, settings) for p, w in jobs]
+        futures = [pool.submit(run_one, p, w, settings, args.frontier) for p, w in jobs]
         rows = []
         for i, future in enumerate(futures, 1):
             rows.append(future.result())
@@ -88,7 +107,39 @@ def main() -> int:
             f"| {r['reactive_events']} / {r['predictive_events']} / {r['oracle_events']} "
             f"| {r['seconds']:.0f} |"
         )
+    if args.frontier:
+        print_iso_cost(rows)
     return 0
+
+
+def print_iso_cost(rows: list[dict[str, Any]]) -> None:
+    """Predictive at its defaults against each alternative at the same GPU-hours."""
+    print()
+    print(
+        "| trace | days | predictive: min short, GPU-h ÷ oracle "
+        + "".join(f"| {name} at equal GPU-h " for name in BASELINES)
+        + "| best alternative | ratio | bar | met | ÷ reactive (bar 0.25), GPU ÷ oracle (1.15) |"
+    )
+    print("|---|---|---" + "|---" * len(BASELINES) + "|---|---|---|---|---|")
+    for r in rows:
+        iso: dict[str, tuple[float, float | None, bool]] = r["iso"]
+        best = min(iso, key=lambda name: iso[name][0])
+        short, ratio, _inside = iso[best]
+        under = r["predictive_under"]
+        bar = 0.5 if short >= 60 else 1.0
+        met = under <= bar * short
+        cells = "".join(
+            f"| {v[0]:,.0f}{'' if v[2] else '*'} ({'-' if v[1] is None else f'{v[1]:.2f}'}) "
+            for v in iso.values()
+        )
+        print(
+            f"| {r['trace']} | {r['days']:.1f} | {under:,.0f}, {r['gpu_ratio']:.2f}x "
+            f"{cells}| {best} {short:,.0f} "
+            f"| {'-' if ratio is None else f'{ratio:.2f}'} | {bar:g} "
+            f"| {'yes' if met else '**no**'} "
+            f"| {r['under_ratio']:.3f}, {r['gpu_ratio']:.3f}"
+            f"{'' if r['under_ratio'] <= 0.25 and r['gpu_ratio'] <= 1.15 else ' **no**'} |"
+        )
 
 
 if __name__ == "__main__":
