@@ -354,7 +354,7 @@ def make_external_metrics_app(metrics: ControllerMetrics) -> web.Application:
         items = [
             _item(value)
             for value in metrics.published(metric)
-            if value.labels.get("namespace") == namespace
+            if value.labels.get("target_namespace") == namespace
             and math.isfinite(value.value)
             and selector_matches(requirements, value.labels)
         ]

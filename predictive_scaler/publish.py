@@ -32,7 +32,11 @@ __all__ = [
 
 PATCH_RESULTS: Final = ("applied", "conflict", "failed", "dry_run")
 
-_TARGET_LABELS: Final = ("target", "namespace", "hpa")
+_TARGET_LABELS: Final = ("target", "target_namespace", "hpa")
+"""The target's labels on every per-target series. Its namespace is ``target_namespace``, not
+``namespace``: a scrape sets ``namespace`` to the controller's own namespace (and renames ours to
+``exported_namespace``) unless ``honorLabels`` is on, and a Prometheus that enforces namespace
+labels rewrites it regardless; a label of our own survives both."""
 _SIGNAL_LABELS: Final = (*_TARGET_LABELS, "signal")
 
 
@@ -73,7 +77,7 @@ class PublishedValue:
 
     metric: str
     labels: Mapping[str, str]
-    """Every label of the series (``target``, ``namespace``, ``hpa``, and per signal
+    """Every label of the series (``target``, ``target_namespace``, ``hpa``, and per signal
     ``signal``, ``horizon_seconds``, ``quantile`` as the metric has them)."""
     value: float
     at: datetime

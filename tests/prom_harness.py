@@ -180,8 +180,11 @@ class PrometheusServer:
         ready_timeout_seconds: float = 30.0,
         stop_timeout_seconds: float = 10.0,
         extra_args: Sequence[str] = (),
+        config: str = _MINIMAL_CONFIG,
     ) -> None:
         self.data_dir = Path(data_dir)
+        self.config = config
+        """The server's configuration file (default: no scrape targets)."""
         self.ready_timeout_seconds = ready_timeout_seconds
         self.stop_timeout_seconds = stop_timeout_seconds
         self.extra_args = tuple(extra_args)
@@ -208,7 +211,7 @@ class PrometheusServer:
         if self._process is not None:
             raise HarnessError("Prometheus is already started")
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self._config_path.write_text(_MINIMAL_CONFIG, encoding="utf-8")
+        self._config_path.write_text(self.config, encoding="utf-8")
         last_error: HarnessError | None = None
         for _attempt in range(3):  # a free port can be taken between probe and bind
             try:

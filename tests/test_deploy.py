@@ -12,6 +12,7 @@ installed.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import shutil
@@ -30,6 +31,15 @@ import yaml
 
 from predictive_scaler.config import parse_config
 from predictive_scaler.kube import KubeApiError, KubeClient, LeaderElector, utc_now
+from predictive_scaler.publish import (
+    ControllerMetrics,
+    HealthState,
+    SignalFigures,
+    TargetFigures,
+    bound_port,
+    make_app,
+    start_http_server,
+)
 from tests.deploy_support import (
     DEPLOY_DIR,
     KUBERNETES_VERSION,
@@ -124,7 +134,7 @@ KNOWN_METRICS = (
 )
 
 #: Labels each controller metric family carries (the contract with predictive_scaler's /metrics).
-TARGET_LABELS = {"target", "namespace", "hpa"}
+TARGET_LABELS = {"target", "target_namespace", "hpa"}
 
 # --- the RBAC the controller needs, and nothing more ------------------------------------------
 # (scope, apiGroup, resource, verb, resourceNames); scope "cluster" = ClusterRole via
@@ -349,8 +359,8 @@ class TestDeployment:
         (endpoint,) = monitor["spec"]["endpoints"]
         assert endpoint["port"] == "http-metrics"
         assert endpoint["path"] == "/metrics"
-        # The forecast metrics' own `namespace` label (the HPA's) must survive the scrape.
-        assert endpoint["honorLabels"] is True
+        # Not needed (the series carry target_namespace), so not asked for.
+        assert endpoint.get("honorLabels", False) is False
         assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
 
     def test_namespace_enforces_restricted_pod_security(self, rendered: list[Manifest]) -> None:
@@ -733,7 +743,7 @@ class TestPrometheusAdapterValues:
             "predictive_scaler_recommended_min_replicas",
         }
         for name, rule in external.items():
-            assert rule["resources"]["overrides"]["namespace"] == {"resource": "namespace"}
+            assert rule["resources"]["overrides"] == {"target_namespace": {"resource": "namespace"}}
             assert re.fullmatch(rule["name"]["matches"], name)
             assert promql_metric_names(rule["seriesQuery"]) == {name}
             assert "<<.Series>>{<<.LabelMatchers>>}" in rule["metricsQuery"]
@@ -791,12 +801,76 @@ class TestPrometheusAdapterValues:
             names = {r["metric"]["__name__"] for r in instant_query(server, discovered)}
             assert len(names) == 1 and re.fullmatch(rule["name"]["matches"], names.pop()), ns
 
+    async def test_external_rules_map_a_real_scrape_with_or_without_honor_labels(
+        self, tmp_path: Path
+    ) -> None:
+        # The controller's /metrics scraped by a real Prometheus as the Operator does (the
+        # scrape adds namespace=<the controller's namespace>), once honouring the exposed labels
+        # and once not. The adapter's queries for an HPA in "llm" must find its values either way.
+        metrics = ControllerMetrics()
+        metrics.publish_target(
+            TargetFigures(
+                "llm/nim",
+                "llm",
+                "nim",
+                4,
+                4,
+                1,
+                (SignalFigures("kv_cache", True, 600, 0.9, 2.0, 2.6),),
+            )
+        )
+        runner = await start_http_server(make_app(metrics, HealthState()), "127.0.0.1", 0)
+        jobs = "".join(
+            f"""
+  - job_name: {job}
+    honor_labels: {honor}
+    scrape_interval: 1s
+    static_configs:
+      - targets: ["127.0.0.1:{bound_port(runner)}"]
+        labels: {{namespace: {NAMESPACE}, pod: predictive-scaler-0}}
+"""
+            for job, honor in (("honoured", "true"), ("plain", "false"))
+        )
+        server = PrometheusServer(
+            tmp_path / "data", config=f"global: {{scrape_interval: 1s}}\nscrape_configs:{jobs}"
+        )
+        server.start()
+        try:
+            for rule in _adapter_values()["rules"]["external"]:
+                (label,) = [
+                    name
+                    for name, resource in rule["resources"]["overrides"].items()
+                    if resource == {"resource": "namespace"}
+                ]
+                name = _rule_metric_name(rule)
+                selector = 'hpa="nim"' + (
+                    ',signal="kv_cache"' if "signal" in rule["metricsQuery"] else ""
+                )
+                expected = {"predictive_scaler_forecast_upper": 2.6}.get(name, 4.0)
+                for job in ("honoured", "plain"):
+                    query = (
+                        rule["metricsQuery"]
+                        .replace("<<.Series>>", name)
+                        .replace("<<.LabelMatchers>>", f'{label}="llm",{selector},job="{job}"')
+                    )
+                    rows: list[dict[str, Any]] = []
+                    deadline = time.monotonic() + 20
+                    while not rows and time.monotonic() < deadline:
+                        rows = instant_query(server, query)
+                        if not rows:
+                            await asyncio.sleep(0.2)
+                    assert [float(r["value"][1]) for r in rows] == [expected], (name, job)
+                    assert not instant_query(server, query.replace('="llm"', '="other"'))
+        finally:
+            server.stop()
+            await runner.cleanup()
+
     def test_external_rules_group_by_labels_the_metrics_have(self) -> None:
         for rule in _adapter_values()["rules"]["external"]:
             grouped = re.search(r"by \(([^)]*)\)", rule["metricsQuery"])
             assert grouped is not None
             labels = {label.strip() for label in grouped.group(1).split(",")}
-            assert labels >= {"namespace", "hpa"}
+            assert labels >= {"target_namespace", "hpa"}
             assert labels <= TARGET_LABELS | {"signal"}
 
 

@@ -249,7 +249,7 @@ class TestValues:
                 "metricName": "predictive_scaler_forecast_upper",
                 "metricLabels": {
                     "target": "nim/llama",
-                    "namespace": "nim",
+                    "target_namespace": "nim",
                     "hpa": "llama",
                     "signal": "kv_cache",
                     "horizon_seconds": "900",
@@ -272,7 +272,11 @@ class TestValues:
         )
         [item] = replicas["items"]
         assert item["value"] == "7"
-        assert item["metricLabels"] == {"target": "llm/chat", "namespace": "llm", "hpa": "chat"}
+        assert item["metricLabels"] == {
+            "target": "llm/chat",
+            "target_namespace": "llm",
+            "hpa": "chat",
+        }
 
     @pytest.mark.parametrize(
         ("selector", "expected"),
@@ -540,7 +544,7 @@ async def test_the_controller_serves_its_forecast(
                     )
                     assert status == 200
                     for item in body["items"]:
-                        assert item["metricLabels"]["namespace"] == namespace
+                        assert item["metricLabels"]["target_namespace"] == namespace
                         served[frozenset(item["metricLabels"].items())] = item["value"]
                 assert served, metric
                 assert served == {k: format_quantity(v) for k, v in on_metrics.items()}
