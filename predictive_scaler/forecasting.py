@@ -34,10 +34,27 @@ class ForecastSettings:
     seasons: tuple[str, ...] = ("daily", "weekly")
     history_seconds: float = 7 * 86_400.0
     refit_interval_seconds: float = 21_600.0
+    max_age_seconds: float = 0.0
+    """How old the newest point may be when forecasting (``staleAfter``): a fit keeps its
+    quantiles far enough out to cover the horizon from a point that old."""
 
     @property
     def horizon_steps(self) -> int:
-        return steps_for(self.horizon_seconds, self.step_seconds)
+        """The horizon in whole steps, rounded up: a window short of it misses the ramp."""
+        return steps_covering(self.horizon_seconds, self.step_seconds)
+
+    @property
+    def kept_steps(self) -> int:
+        """Steps of quantile path a compacted fit keeps: the horizon from the oldest newest
+        point a fresh signal may have."""
+        return max(
+            self.horizon_steps, self.steps_to_cover(self.max_age_seconds + self.step_seconds)
+        )
+
+    def steps_to_cover(self, age_seconds: float) -> int:
+        """Steps from a newest point ``age_seconds`` old to ``now + horizon``:
+        ``ceil((horizon + age) / step)``."""
+        return steps_covering(self.horizon_seconds + max(age_seconds, 0.0), self.step_seconds)
 
     @property
     def history_points(self) -> int:
@@ -51,6 +68,11 @@ class ForecastSettings:
 def steps_for(duration_seconds: float, step_seconds: float) -> int:
     """A duration in steps: rounded, at least one."""
     return max(1, round(duration_seconds / step_seconds))
+
+
+def steps_covering(duration_seconds: float, step_seconds: float) -> int:
+    """The fewest whole steps that span ``duration_seconds`` (at least one)."""
+    return max(1, math.ceil(duration_seconds / step_seconds - 1e-9))
 
 
 @dataclass(frozen=True)
@@ -89,6 +111,11 @@ class _CompactCalibration(Calibration):
     summary: BacktestSummary = field(default_factory=BacktestSummary, compare=False)
 
     def _normalised_quantiles(self, horizon: int, level: float) -> FloatArray:
+        # A path is per step and does not depend on how far it is asked for: a shorter
+        # horizon is its prefix.
+        for (kept_level, kept), path in self._cache.items():
+            if kept_level == level and kept >= horizon:
+                return path[:horizon].copy()
         raise RuntimeError(
             f"compacted calibration keeps only {sorted(self._cache)}; asked for "
             f"level {level} over {horizon} steps"
@@ -116,8 +143,11 @@ def compute_backtest_summary(
     )
 
 
-def compact_fit(result: FitResult, horizon_steps: int, quantile: float) -> FitResult:
-    """Shrink a fresh fit to what forecasting ``horizon_steps`` at ``quantile`` needs.
+def compact_fit(
+    result: FitResult, horizon_steps: int, quantile: float, kept_steps: int | None = None
+) -> FitResult:
+    """Shrink a fresh fit to what forecasting up to ``kept_steps`` (default
+    ``horizon_steps``) at ``quantile`` needs; the backtest summary is at ``horizon_steps``.
 
     ``auto`` keeps only its chosen candidate (the others only fed its scores, which stay);
     the chosen model's calibration keeps one precomputed quantile path and the backtest
@@ -125,6 +155,7 @@ def compact_fit(result: FitResult, horizon_steps: int, quantile: float) -> FitRe
     data goes from about 17 MB to about 20 kB, which is what makes a thousand targets fit in
     memory and cheap to send back from a worker process. Mutates and returns ``result``.
     """
+    kept = max(horizon_steps, kept_steps or 0)
     model = result.model
     chosen: object = model
     if isinstance(model, Auto) and model.chosen_ is not None:
@@ -134,7 +165,7 @@ def compact_fit(result: FitResult, horizon_steps: int, quantile: float) -> FitRe
         full = chosen.calibration_
         if not isinstance(full, _CompactCalibration):
             summary = compute_backtest_summary(chosen, horizon_steps, quantile)
-            path = full._normalised_quantiles(horizon_steps, quantile)
+            path = full._normalised_quantiles(kept, quantile)
             origins = int(full.forecasts.shape[0])
             chosen.calibration_ = _CompactCalibration(
                 forecasts=np.empty((origins, 0)),
@@ -143,7 +174,7 @@ def compact_fit(result: FitResult, horizon_steps: int, quantile: float) -> FitRe
                 power=full.power,
                 floor=full.floor,
                 z=(),
-                _cache={(quantile, horizon_steps): path},
+                _cache={(quantile, kept): path},
                 summary=summary,
             )
     return result
@@ -156,13 +187,14 @@ def fit_compact(
     horizon_steps: int,
     seasons: Sequence[str],
     quantile: float,
+    kept_steps: int | None = None,
 ) -> FitResult:
     """``models.fit_model`` then :func:`compact_fit`: what the live loop fits with.
 
     A module-level function of plain arguments, so a process pool can pickle it (spawn-safe).
     """
     result = fit_model(name, y, step_seconds, horizon_steps, seasons, quantile)
-    return compact_fit(result, horizon_steps, quantile)
+    return compact_fit(result, horizon_steps, quantile, kept_steps)
 
 
 def refit_offset(key: str, refit_points: int) -> int:
@@ -204,7 +236,14 @@ class TargetForecaster:
         s = self.settings
         window = np.array(history, dtype=np.float64)[-s.history_points :]
         return partial(
-            fit_compact, s.model, window, s.step_seconds, s.horizon_steps, s.seasons, s.quantile
+            fit_compact,
+            s.model,
+            window,
+            s.step_seconds,
+            s.horizon_steps,
+            s.seasons,
+            s.quantile,
+            s.kept_steps,
         )
 
     def refit(self, history: FloatArray) -> FitResult:
@@ -229,11 +268,15 @@ class TargetForecaster:
             self.fit_.model.update(arr)
         self.points_since_fit += int(arr.size)
 
-    def forecast(self) -> WindowForecast:
+    def forecast(self, age_seconds: float = 0.0) -> WindowForecast:
+        """The window from the newest point the model has seen, ``age_seconds`` before now,
+        to ``now + horizon``: ``ceil((horizon + age) / step)`` steps (no further than a fit
+        keeps; past ``max_age_seconds`` the data is stale anyway)."""
         if self.fit_ is None:
             raise RuntimeError("no model fitted yet")
         s = self.settings
-        forecast = self.fit_.model.predict(s.horizon_steps, (s.quantile,))
+        steps = min(s.steps_to_cover(age_seconds), s.kept_steps)
+        forecast = self.fit_.model.predict(steps, (s.quantile,))
         upper = forecast.quantile(s.quantile)
         peak = float(np.max(upper))
         if not math.isfinite(peak):
@@ -243,7 +286,7 @@ class TargetForecaster:
             upper_at_horizon=float(upper[-1]),
             upper_max=peak,
             model=self._describe_model(),
-            horizon_seconds=s.horizon_steps * s.step_seconds,
+            horizon_seconds=steps * s.step_seconds,
         )
 
     def _describe_model(self) -> str:
