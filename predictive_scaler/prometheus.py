@@ -52,6 +52,7 @@ __all__ = [
     "batchable_metric",
     "escape_promql_string",
     "escape_re2_literal",
+    "latest_sample_template",
     "render_batch_query",
     "render_matchers",
     "render_query",
@@ -831,6 +832,30 @@ def batchable_metric(template: str) -> str | None:
     return match.group(1) if match else None
 
 
+_LATEST: Final = re.compile(
+    r"^\s*max\s*\(\s*timestamp\s*\(\s*([a-zA-Z_:][a-zA-Z0-9_:]*)\s*\{\s*\$\{matchers\}"
+    r"\s*\}\s*\)\s*\)\s*$"
+)
+
+
+def latest_sample_template(template: str) -> str | None:
+    """For a query of the presets' shape, `sum(METRIC{${matchers}})`, the query of its
+    newest sample's own timestamp at each step: `max(timestamp(METRIC{${matchers}}))`.
+
+    `timestamp()` of a selector gives the time of the sample the lookback picked, not the
+    evaluation time, so a step whose newest sample is not newer than the step before it
+    holds a copy, not new data. None for other shapes (freshness is then judged on the
+    grid)."""
+    metric = batchable_metric(template)
+    return None if metric is None else f"max(timestamp({metric}{{${{matchers}}}}))"
+
+
+def latest_sample_metric(template: str) -> str | None:
+    """The metric of a :func:`latest_sample_template` query, else None."""
+    match = _LATEST.match(template)
+    return match.group(1) if match else None
+
+
 def escape_re2_literal(value: str) -> str:
     """`value` as an RE2 pattern matching exactly that text: every ASCII character that is
     not a letter, a digit or `_` gets a backslash (RE2 reads those as themselves)."""
@@ -840,9 +865,10 @@ def escape_re2_literal(value: str) -> str:
 
 
 def render_batch_query(
-    metric: str, label_sets: Sequence[Mapping[str, str]]
+    metric: str, label_sets: Sequence[Mapping[str, str]], *, latest: bool = False
 ) -> tuple[str, tuple[str, ...]]:
-    """One query answering `sum(metric{<labels>})` for each of `label_sets` (which must share
+    """One query answering `sum(metric{<labels>})` (with `latest`: `max(timestamp(...))`)
+    for each of `label_sets` (which must share
     their label names): `sum by (<names>) (metric{name=~"v1|v2",...})` and the label names
     to split the answer by (`GroupedRanges.get` with the values in this order).
 
@@ -863,8 +889,10 @@ def render_batch_query(
         values = sorted({labels[name] for labels in label_sets})
         pattern = "|".join(escape_re2_literal(v) for v in values)
         matchers.append(f'{name}=~"{escape_promql_string(pattern)}"')
-    query = f"sum by ({', '.join(names)}) ({metric}{{{','.join(matchers)}}})"
-    return query, names
+    selector = f"{metric}{{{','.join(matchers)}}}"
+    if latest:  # the newest sample's timestamp per target (latest_sample_template)
+        return f"max by ({', '.join(names)}) (timestamp({selector}))", names
+    return f"sum by ({', '.join(names)}) ({selector})", names
 
 
 @dataclass(frozen=True, eq=False)

@@ -61,6 +61,8 @@ from predictive_scaler.prometheus import (
     RangeResult,
     RangeStatus,
     batchable_metric,
+    latest_sample_metric,
+    latest_sample_template,
     render_batch_query,
     render_matchers,
     render_query,
@@ -309,6 +311,9 @@ class _SignalState:
     errors: deque[float] = field(default_factory=lambda: deque(maxlen=LIVE_ERROR_WINDOW))
     covered: deque[bool] = field(default_factory=lambda: deque(maxlen=LIVE_ERROR_WINDOW))
     fit_problem: str | None = None
+    newest_sample: float | None = None
+    """Epoch seconds of the newest sample seen, by its own timestamp (None when the query's
+    shape does not allow asking; freshness is then judged on the grid)."""
     _oldest_finite: float | None = None
 
     @property
@@ -335,6 +340,7 @@ class _SignalState:
         """Forget the buffered points (keeps the allocation)."""
         self.start, self._head, self.size = None, 0, 0
         self._oldest_finite = None
+        self.newest_sample = None
 
     def append(self, start: float, new: FloatArray) -> None:
         """Append points that follow the buffer (the first at ``start`` when it is empty);
@@ -418,6 +424,8 @@ class FetchPlan:
     start: float
     end: float
     step: float
+    latest: bool = False
+    """The newest sample's timestamp (``latest_sample_template``), not the sum."""
 
 
 class GroupedMetricSource(Protocol):
@@ -463,7 +471,7 @@ async def prefetch_batched(
     """
     groups: dict[tuple[object, ...], list[FetchPlan]] = {}
     for plan in plans:
-        key = (plan.metric, tuple(plan.labels), plan.start, plan.end, plan.step)
+        key = (plan.metric, plan.latest, tuple(plan.labels), plan.start, plan.end, plan.step)
         groups.setdefault(key, []).append(plan)
     chunks = []
     for members in groups.values():
@@ -475,7 +483,9 @@ async def prefetch_batched(
 
     async def run(chunk: list[FetchPlan]) -> None:
         first = chunk[0]
-        query, names = render_batch_query(first.metric, [p.labels for p in chunk])
+        query, names = render_batch_query(
+            first.metric, [p.labels for p in chunk], latest=first.latest
+        )
         async with limit:
             answer = await source.fetch_range_grouped(
                 query,
@@ -532,6 +542,7 @@ class TargetReconciler:
             seasons=p.seasons,
             history_seconds=p.history_seconds,
             refit_interval_seconds=p.refit_interval_seconds,
+            max_age_seconds=p.stale_after_seconds,
         )
         self.decision_policy = DecisionPolicy(
             scale_up_step=p.scale_up_step,
@@ -571,14 +582,27 @@ class TargetReconciler:
             if start > end:
                 continue
             signal = state.signal
-            for template in (signal.query, signal.queue_query, signal.running_query):
+            for template in (
+                signal.query,
+                latest_sample_template(signal.query),
+                signal.queue_query,
+                signal.running_query,
+            ):
                 if template is None:
                     continue
-                metric = batchable_metric(template)
+                latest = latest_sample_metric(template)
+                metric = latest or batchable_metric(template)
                 if metric is not None:
                     plans.append(
                         FetchPlan(
-                            self, template, metric, self.target.match_labels, start, end, state.step
+                            self,
+                            template,
+                            metric,
+                            self.target.match_labels,
+                            start,
+                            end,
+                            state.step,
+                            latest=latest is not None,
                         )
                     )
         return plans
@@ -875,6 +899,8 @@ class TargetReconciler:
             state.append(new_start, new)
             self._settle(state)
         newest = state.newest_finite()
+        if newest is not None and state.newest_sample is not None:
+            newest = min(newest, state.newest_sample)  # the sample's own time, not the grid's
         now_s = now.timestamp()
         if problem is None:
             if newest is None:
@@ -893,15 +919,20 @@ class TargetReconciler:
         if state.forecaster.model is None:
             problem = problem or state.fit_problem or "no model fitted yet"
             return replace(base, problem=problem, points=state.size)
+        last = state.last
+        # The window runs from the newest point the model has seen to now + warm-up +
+        # interval, so the age of that point lengthens it.
+        age = now_s - last if last is not None else 0.0
         try:
-            window = state.forecaster.forecast()
+            window = state.forecaster.forecast(age_seconds=age)
         except (ValueError, RuntimeError) as error:
             problem = f"forecast failed: {error}"
             return replace(base, problem=problem, points=state.size)
-        last = state.last
         if problem is None and last is not None:
             state.pending.append(
-                _Pending(last + horizon, window.mean_at_horizon, window.upper_at_horizon)
+                _Pending(
+                    last + window.horizon_seconds, window.mean_at_horizon, window.upper_at_horizon
+                )
             )
         return self._report(base, state, window, problem)
 
@@ -954,7 +985,24 @@ class TargetReconciler:
             return f"prometheus error: {usage.message}", None, None, None
         if usage.status is RangeStatus.EMPTY:
             return f"no data: {usage.message}", None, None, None
-        used = np.asarray(usage.values, dtype=np.float64)
+        used = np.array(usage.values, dtype=np.float64)
+        latest = latest_sample_template(signal.query)
+        if latest is not None:
+            stamps = await self._range(latest, start, end, step)
+            if stamps.status is RangeStatus.ERROR:
+                # Copies cannot be told from new data: keep the points out, ask again.
+                self.log.warning("freshness_query_failed", signal=signal.name, error=stamps.message)
+                return None, None, None, f"freshness query failed: {stamps.message}"
+            if stamps.status is not RangeStatus.EMPTY:
+                newest = np.asarray(stamps.values, dtype=np.float64)
+                grid = np.asarray(usage.timestamps, dtype=np.float64)
+                # Prometheus' lookback repeats a series' last sample for 5 minutes: a step
+                # whose newest sample was already there at the step before holds a copy.
+                copies = ~(newest > grid - step + 1e-3)
+                used[copies] = np.nan
+                if np.isfinite(newest).any():
+                    seen = float(np.nanmax(newest))
+                    state.newest_sample = max(seen, state.newest_sample or seen)
         partial: str | None = None
         if signal.queue_query is None or signal.running_query is None:
             demand = compute_demand(used)

@@ -24,7 +24,12 @@ from predictive_scaler.kube import (
     KubeClient,
 )
 from predictive_scaler.prometheus import PrometheusSettings, PrometheusSource, RangeResult
-from predictive_scaler.reconcile import MANAGED_ANNOTATIONS, TargetReconciler, determine_base
+from predictive_scaler.reconcile import (
+    MANAGED_ANNOTATIONS,
+    TargetReconciler,
+    determine_base,
+    prefetch_batched,
+)
 from predictive_scaler.runtime import Controller
 from tests.kube_double import KubeDouble, make_hpa
 from tests.prom_fixtures import PrometheusFactory
@@ -33,6 +38,8 @@ from tests.support import FakeClock
 
 STEP = 300.0
 DATA_END = math.floor(time.time() / STEP) * STEP - STEP
+STOPPED = DATA_END - 360.0
+"""The last sample of the ``stops`` namespace."""
 
 CONFIG = """
 defaults:
@@ -90,6 +97,11 @@ def flat_series() -> list[Series]:
         for pod in ("vllm-0", "vllm-1"):
             values = np.round(0.9 + rng.normal(0, 0.005, ts.size), 6)
             series.append((metric, {"namespace": namespace, "pod": pod}, ts, values))
+    # ``stops``: scraped every minute at 0.9 per pod, until 6 minutes before DATA_END.
+    minutes = np.arange(DATA_END - 86400, STOPPED + 1, 60.0)
+    for pod in ("nim-0", "nim-1"):
+        labels = {"namespace": "stops", "pod": pod}
+        series.append(("gpu_cache_usage_perc", labels, minutes, np.full(minutes.size, 0.9)))
     return series
 
 
@@ -313,6 +325,50 @@ targets:
     assert report.recommended == 3  # 2 pods at 0.9 at 0.7 per pod
     stored = kube_server.get_object("autoscaling/v2", "HorizontalPodAutoscaler", namespace, "vllm")
     assert stored is not None and stored["spec"]["minReplicas"] == 3
+
+
+def stops_target() -> Target:
+    [found] = parse_config(
+        """
+defaults: {interval: 1m, step: 1m, history: 12h, minHistory: 1h, warmup: 10m,
+           model: persistence, seasons: [], staleAfter: 5m}
+targets:
+  - hpa: {namespace: stops, name: nim}
+    signals:
+      - {name: kv_cache, query: 'sum(gpu_cache_usage_perc{${matchers}})',
+         hpaMetric: gpu_cache_usage_perc}
+"""
+    ).targets
+    return found
+
+
+@pytest.mark.parametrize("batched", [False, True])
+async def test_lookback_copies_are_not_new_data_and_stale_after_means_its_duration(
+    kube_server: KubeDouble, kube: KubeClient, source: PrometheusSource, batched: bool
+) -> None:
+    # Issue 12 item 6: Prometheus repeats a stopped series' last sample for 5 minutes.
+    kube_server.put_object(make_hpa("stops", "nim", 1, 10))
+    early = FakeClock(datetime.fromtimestamp(STOPPED + 240, UTC))
+    reconciler = TargetReconciler(stops_target(), source, kube, clock=early)
+    if batched:
+        assert await prefetch_batched(reconciler.plan_fetches(early()), source) >= 2
+    report = await reconciler.reconcile()
+    assert report.signals[0].problem is None  # 4 minutes old: fresh
+    state = reconciler._signals["kv_cache"]
+    kept = state.values
+    assert state.last is not None
+    copies = kept[-round((state.last - STOPPED) / 60.0) :]
+    assert copies.size == 4 and np.isnan(copies).all()  # lookback copies, not data
+    assert kept[-5] == pytest.approx(1.8)  # the last real sample
+
+    # 6 minutes after the last sample, staleAfter 5m: stale, whatever the lookback repeats.
+    kube_server.put_object(make_hpa("stops", "nim", 1, 10))
+    late = FakeClock(datetime.fromtimestamp(STOPPED + 360 + 30, UTC))
+    report = await TargetReconciler(stops_target(), source, kube, clock=late).reconcile()
+    problem = report.signals[0].problem
+    assert problem is not None and problem.startswith("stale: newest sample is 390s old")
+    assert report.reason == "FailedGetMetric"
+    assert min_replicas(kube_server, "stops") == 1  # no raise on frozen data
 
 
 async def test_too_short_history_holds_instead_of_forecasting(
