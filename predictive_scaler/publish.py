@@ -4,6 +4,10 @@ The metrics live in their own ``CollectorRegistry`` (never the process-global on
 and several controllers in one process do not collide. This module only stores and serves
 values computed elsewhere; it decides nothing. :meth:`ControllerMetrics.published` reads the
 stored per-target values back (the built-in External Metrics API serves them from there).
+
+A forecast is served only while its data is fresh: each forecast series carries the time its
+data goes stale (newest sample + ``staleAfter``), and the store withdraws it then, from
+``/metrics`` and from :meth:`~ControllerMetrics.published` alike, whether or not a cycle runs.
 """
 
 from __future__ import annotations
@@ -54,6 +58,9 @@ class SignalFigures:
     """Rolling mean absolute error of the forecasts that came due."""
     coverage: float | None = None
     """Rolling share of due actuals at or below the upper quantile."""
+    fresh_until: datetime | None = None
+    """When the forecast's data goes stale; from then on ``mean`` and ``upper`` are withdrawn.
+    ``None``: no expiry (the caller judges freshness itself)."""
 
 
 @dataclass(frozen=True)
@@ -87,8 +94,15 @@ class PublishedValue:
 class ControllerMetrics:
     """Every gauge and counter of the controller, on one private registry."""
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self,
+        registry: CollectorRegistry | None = None,
+        *,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
         self.registry = registry or CollectorRegistry(auto_describe=True)
+        self.clock = clock
+        """The time forecasts are judged fresh against (the controller's clock)."""
         r = self.registry
         self.forecast_mean = Gauge(
             "predictive_scaler_forecast_mean",
@@ -190,6 +204,10 @@ class ControllerMetrics:
         }
         self._values: dict[tuple[MetricWrapperBase, tuple[str, ...]], tuple[float, datetime]] = {}
         self._published_at: datetime = datetime.now(UTC)
+        self._fresh_until: dict[
+            tuple[MetricWrapperBase, tuple[str, ...]], tuple[str, datetime]
+        ] = {}
+        """Forecast series -> (their target, when they go stale)."""
 
     # ---------------------------------------------------------------- per target
 
@@ -198,6 +216,7 @@ class ControllerMetrics:
     ) -> None:
         known = self._series.setdefault(target, set())
         if value is None:
+            self._fresh_until.pop((metric, labels), None)
             if (metric, labels) in known:
                 metric.remove(*labels)
                 known.discard((metric, labels))
@@ -217,10 +236,19 @@ class ControllerMetrics:
         ids = (t, figures.namespace, figures.hpa)
         fresh: set[tuple[MetricWrapperBase, tuple[str, ...]]] = set()
 
-        def put(metric: Gauge, labels: tuple[str, ...], value: float | None) -> None:
+        def put(
+            metric: Gauge,
+            labels: tuple[str, ...],
+            value: float | None,
+            fresh_until: datetime | None = None,
+        ) -> None:
+            if fresh_until is not None and fresh_until <= self._published_at:
+                value = None  # a forecast on stale data is no forecast
             self._set(t, metric, labels, value)
             if value is not None:
                 fresh.add((metric, labels))
+                if fresh_until is not None:
+                    self._fresh_until[(metric, labels)] = (t, fresh_until)
 
         put(self.recommended, ids, _maybe(figures.recommended_min_replicas))
         put(self.applied, ids, _maybe(figures.applied_min_replicas))
@@ -228,8 +256,8 @@ class ControllerMetrics:
         for s in figures.signals:
             sig = (*ids, s.name)
             horizon = f"{s.horizon_seconds:g}"
-            put(self.forecast_mean, (*sig, horizon), s.mean)
-            put(self.forecast_upper, (*sig, horizon, f"{s.quantile:g}"), s.upper)
+            put(self.forecast_mean, (*sig, horizon), s.mean, s.fresh_until)
+            put(self.forecast_upper, (*sig, horizon, f"{s.quantile:g}"), s.upper, s.fresh_until)
             put(self.abs_error, sig, s.abs_error)
             put(self.coverage, sig, s.coverage)
             put(self.data_ok, sig, 1.0 if s.data_ok else 0.0)
@@ -241,6 +269,15 @@ class ControllerMetrics:
         for metric, labels in self._series.pop(target, set()):
             metric.remove(*labels)
             self._values.pop((metric, labels), None)
+            self._fresh_until.pop((metric, labels), None)
+
+    def withdraw_stale(self) -> None:
+        """Withdraw every forecast whose data has gone stale by the clock (also run before each
+        read, so a forecast disappears on time even when no cycle runs)."""
+        now = self.clock()
+        for key, (target, until) in list(self._fresh_until.items()):
+            if until <= now:
+                self._set(target, key[0], key[1], None)
 
     def count_cycle_error(self, target: str, kind: str) -> None:
         self.cycle_errors.labels(target, kind).inc()
@@ -265,6 +302,7 @@ class ControllerMetrics:
         self.targets.set(count)
 
     def generate_latest(self) -> bytes:
+        self.withdraw_stale()
         return _generate_latest(self.registry)
 
     def known_targets(self) -> Iterable[str]:
@@ -274,6 +312,7 @@ class ControllerMetrics:
         """The current values of one per-target gauge (by its name on ``/metrics``, e.g.
         ``predictive_scaler_forecast_upper``), as last published; ``[]`` for a name that is
         not a per-target gauge. A copy: changing it changes nothing here."""
+        self.withdraw_stale()
         wanted = [(m, names) for m, names in self._label_names.items() if _name(m) == metric]
         values = []
         for gauge, names in wanted:

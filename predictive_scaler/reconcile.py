@@ -185,6 +185,9 @@ class SignalReport:
     backtest_count: int = 0
     points: int = 0
     """Demand points in the buffer."""
+    fresh_until: datetime | None = None
+    """When the forecast's data goes stale (newest sample + staleAfter): past this it must not
+    be published, since nothing new has entered it."""
 
     @property
     def data_ok(self) -> bool:
@@ -958,6 +961,7 @@ class TargetReconciler:
             backtest_coverage=backtest.coverage,
             backtest_count=backtest.count,
             points=state.size,
+            fresh_until=_fresh_until(state, self.policy.stale_after_seconds),
         )
 
     async def _fetch(
@@ -1111,6 +1115,13 @@ def _trigger_value(key: str, value: str | None) -> str | None:
     if key == ANNOTATION_REASON and value is not None:
         return value.split(":", 1)[0]
     return value
+
+
+def _fresh_until(state: _SignalState, stale_after_seconds: float) -> datetime | None:
+    newest = state.newest_finite()
+    if newest is None:
+        return None
+    return datetime.fromtimestamp(newest + stale_after_seconds, UTC)
 
 
 def _round(value: float | None) -> float | None:

@@ -227,7 +227,7 @@ class Controller:
         self.dry_run = dry_run
         self.elector = elector
         self.config_origin = config_origin
-        self.metrics = metrics or ControllerMetrics()
+        self.metrics = metrics or ControllerMetrics(clock=clock)
         self.health = health or HealthState()
         self.fit_runner = fit_runner
         self.config: Config | None = None
@@ -506,6 +506,7 @@ class Controller:
                         upper=s.upper_max,
                         abs_error=s.live_abs_error,
                         coverage=s.live_coverage,
+                        fresh_until=s.fresh_until,
                     )
                     for s in report.signals
                 ),

@@ -470,6 +470,43 @@ async def test_missing_data_never_lowers_min_replicas_during_the_hold(
 # ---------------------------------------------------------------- controller
 
 
+def _forecast_lines(controller: Controller) -> list[str]:
+    text = controller.metrics.generate_latest().decode()
+    return [
+        line
+        for line in text.splitlines()
+        if line.startswith(
+            ("predictive_scaler_forecast_upper{", "predictive_scaler_forecast_mean{")
+        )
+        and 'target="busy/nim"' in line
+    ]
+
+
+async def test_a_forecast_is_withdrawn_once_its_data_is_stale(
+    kube_server: KubeDouble, controller: Controller, clock: FakeClock
+) -> None:
+    # Issue 12 item 2: a frozen forecast kept being served (and an HPA on the External metric
+    # kept the raised capacity). Past staleAfter (15m) of the newest sample, it is withdrawn.
+    kube_server.put_object(make_hpa("busy", "nim", 1, 10))
+    controller.apply_config(parse_config(CONFIG.split("  - hpa: {namespace: idle", maxsplit=1)[0]))
+    await controller.run_due()
+    assert len(_forecast_lines(controller)) == 2
+    assert controller.metrics.published("predictive_scaler_forecast_upper")
+    # No cycle runs (a hung dependency, a lost leader): the store itself withdraws it on time.
+    clock.advance(16 * 60)
+    assert _forecast_lines(controller) == []
+    assert controller.metrics.published("predictive_scaler_forecast_upper") == []
+    # A cycle on the stale data publishes no forecast either; the decision's figures stay.
+    # (Further on: Prometheus' lookback repeats the last sample onto the next 5m step.)
+    clock.advance(10 * 60)
+    await controller.run_due(force=True)
+    assert _forecast_lines(controller) == []
+    assert controller.metrics.published("predictive_scaler_forecast_upper") == []
+    assert controller.metrics.published("predictive_scaler_recommended_min_replicas")
+    data_ok = controller.metrics.published("predictive_scaler_data_ok")
+    assert [v.value for v in data_ok if v.labels["target"] == "busy/nim"] == [0.0]
+
+
 async def test_removed_and_disabled_targets_get_their_base_back(
     kube_server: KubeDouble, controller: Controller, clock: FakeClock
 ) -> None:
