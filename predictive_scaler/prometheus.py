@@ -49,6 +49,7 @@ __all__ = [
     "PrometheusUnavailable",
     "RangeResult",
     "RangeStatus",
+    "batch_shape",
     "batchable_metric",
     "escape_promql_string",
     "escape_re2_literal",
@@ -56,6 +57,7 @@ __all__ = [
     "render_batch_query",
     "render_matchers",
     "render_query",
+    "reporting_pods_template",
 ]
 
 MAX_POINTS_PER_QUERY: Final = 10_000
@@ -832,10 +834,15 @@ def batchable_metric(template: str) -> str | None:
     return match.group(1) if match else None
 
 
-_LATEST: Final = re.compile(
-    r"^\s*max\s*\(\s*timestamp\s*\(\s*([a-zA-Z_:][a-zA-Z0-9_:]*)\s*\{\s*\$\{matchers\}"
-    r"\s*\}\s*\)\s*\)\s*$"
-)
+_SHAPES: Final = {
+    "latest": re.compile(
+        r"^\s*max\s*\(\s*timestamp\s*\(\s*([a-zA-Z_:][a-zA-Z0-9_:]*)\s*\{\s*\$\{matchers\}"
+        r"\s*\}\s*\)\s*\)\s*$"
+    ),
+    "count": re.compile(
+        r"^\s*count\s*\(\s*([a-zA-Z_:][a-zA-Z0-9_:]*)\s*\{\s*\$\{matchers\}\s*\}\s*\)\s*$"
+    ),
+}
 
 
 def latest_sample_template(template: str) -> str | None:
@@ -850,10 +857,25 @@ def latest_sample_template(template: str) -> str | None:
     return None if metric is None else f"max(timestamp({metric}{{${{matchers}}}}))"
 
 
-def latest_sample_metric(template: str) -> str | None:
-    """The metric of a :func:`latest_sample_template` query, else None."""
-    match = _LATEST.match(template)
-    return match.group(1) if match else None
+def reporting_pods_template(template: str) -> str | None:
+    """For a query of the presets' shape, the number of series (pods) its sum is over:
+    `count(METRIC{${matchers}})`; None for other shapes."""
+    metric = batchable_metric(template)
+    return None if metric is None else f"count({metric}{{${{matchers}}}})"
+
+
+def batch_shape(template: str) -> tuple[str, str] | None:
+    """(kind, metric) of a template a batched query can answer: kind ``sum`` for the
+    presets' `sum(METRIC{${matchers}})`, ``latest`` for :func:`latest_sample_template`,
+    ``count`` for :func:`reporting_pods_template`; None for any other shape."""
+    metric = batchable_metric(template)
+    if metric is not None:
+        return "sum", metric
+    for kind, pattern in _SHAPES.items():
+        match = pattern.match(template)
+        if match:
+            return kind, match.group(1)
+    return None
 
 
 def escape_re2_literal(value: str) -> str:
@@ -865,10 +887,10 @@ def escape_re2_literal(value: str) -> str:
 
 
 def render_batch_query(
-    metric: str, label_sets: Sequence[Mapping[str, str]], *, latest: bool = False
+    metric: str, label_sets: Sequence[Mapping[str, str]], *, kind: str = "sum"
 ) -> tuple[str, tuple[str, ...]]:
-    """One query answering `sum(metric{<labels>})` (with `latest`: `max(timestamp(...))`)
-    for each of `label_sets` (which must share
+    """One query answering `sum(metric{<labels>})` (kind ``latest``: `max(timestamp(...))`,
+    ``count``: `count(...)`, see :func:`batch_shape`) for each of `label_sets` (which share
     their label names): `sum by (<names>) (metric{name=~"v1|v2",...})` and the label names
     to split the answer by (`GroupedRanges.get` with the values in this order).
 
@@ -890,9 +912,14 @@ def render_batch_query(
         pattern = "|".join(escape_re2_literal(v) for v in values)
         matchers.append(f'{name}=~"{escape_promql_string(pattern)}"')
     selector = f"{metric}{{{','.join(matchers)}}}"
-    if latest:  # the newest sample's timestamp per target (latest_sample_template)
-        return f"max by ({', '.join(names)}) (timestamp({selector}))", names
-    return f"sum by ({', '.join(names)}) ({selector})", names
+    by = ", ".join(names)
+    if kind == "latest":  # the newest sample's timestamp per target
+        return f"max by ({by}) (timestamp({selector}))", names
+    if kind == "count":  # the series (pods) per target
+        return f"count by ({by}) ({selector})", names
+    if kind != "sum":
+        raise ValueError(f"unknown batch kind {kind!r}")
+    return f"sum by ({by}) ({selector})", names
 
 
 @dataclass(frozen=True, eq=False)

@@ -60,12 +60,12 @@ from predictive_scaler.prometheus import (
     GroupedRanges,
     RangeResult,
     RangeStatus,
-    batchable_metric,
-    latest_sample_metric,
+    batch_shape,
     latest_sample_template,
     render_batch_query,
     render_matchers,
     render_query,
+    reporting_pods_template,
 )
 
 __all__ = [
@@ -166,6 +166,9 @@ class SignalReport:
     quantile: float
     partial: str | None = None
     """Why the forecast stands on partial data (it may raise, never lower)."""
+    reporting_pods: int | None = None
+    """Pods whose series the newest step sums over (None when the query's shape does not
+    allow counting them)."""
     mean: float | None = None
     """Mean forecast at the horizon."""
     upper_at_horizon: float | None = None
@@ -427,8 +430,8 @@ class FetchPlan:
     start: float
     end: float
     step: float
-    latest: bool = False
-    """The newest sample's timestamp (``latest_sample_template``), not the sum."""
+    kind: str = "sum"
+    """What the batched query computes per target (``prometheus.batch_shape``)."""
 
 
 class GroupedMetricSource(Protocol):
@@ -474,7 +477,7 @@ async def prefetch_batched(
     """
     groups: dict[tuple[object, ...], list[FetchPlan]] = {}
     for plan in plans:
-        key = (plan.metric, plan.latest, tuple(plan.labels), plan.start, plan.end, plan.step)
+        key = (plan.metric, plan.kind, tuple(plan.labels), plan.start, plan.end, plan.step)
         groups.setdefault(key, []).append(plan)
     chunks = []
     for members in groups.values():
@@ -486,9 +489,7 @@ async def prefetch_batched(
 
     async def run(chunk: list[FetchPlan]) -> None:
         first = chunk[0]
-        query, names = render_batch_query(
-            first.metric, [p.labels for p in chunk], latest=first.latest
-        )
+        query, names = render_batch_query(first.metric, [p.labels for p in chunk], kind=first.kind)
         async with limit:
             answer = await source.fetch_range_grouped(
                 query,
@@ -582,32 +583,24 @@ class TargetReconciler:
         plans: list[FetchPlan] = []
         for state in self._signals.values():
             start, end = _fetch_window(state, now)
-            if start > end:
-                continue
             signal = state.signal
-            for template in (
-                signal.query,
-                latest_sample_template(signal.query),
-                signal.queue_query,
-                signal.running_query,
-            ):
-                if template is None:
+            windows: list[tuple[str | None, float]] = [(reporting_pods_template(signal.query), end)]
+            if start <= end:
+                windows += [
+                    (signal.query, start),
+                    (latest_sample_template(signal.query), start),
+                    (signal.queue_query, start),
+                    (signal.running_query, start),
+                ]
+            for template, first in windows:
+                shape = batch_shape(template) if template is not None else None
+                if template is None or shape is None:
                     continue
-                latest = latest_sample_metric(template)
-                metric = latest or batchable_metric(template)
-                if metric is not None:
-                    plans.append(
-                        FetchPlan(
-                            self,
-                            template,
-                            metric,
-                            self.target.match_labels,
-                            start,
-                            end,
-                            state.step,
-                            latest=latest is not None,
-                        )
-                    )
+                kind, metric = shape
+                labels = self.target.match_labels
+                plans.append(
+                    FetchPlan(self, template, metric, labels, first, end, state.step, kind=kind)
+                )
         return plans
 
     def accept_prefetched(self, plan: FetchPlan, result: RangeResult) -> None:
@@ -889,14 +882,21 @@ class TargetReconciler:
             if report.upper_max is not None and report.problem is None
             else None
         )
-        return replace(report, target_per_pod=per_pod, needed=needed)
+        partial = report.partial
+        running = snapshot.current_replicas
+        if report.reporting_pods is not None and report.reporting_pods < running:
+            # A pod that does not report is not a pod without load (the HPA's own caution):
+            # the sum is a lower bound, so it may raise, never lower.
+            partial = partial or f"{report.reporting_pods} of {running} pods reporting"
+        return replace(report, target_per_pod=per_pod, needed=needed, partial=partial)
 
     async def _forecast_signal(self, state: _SignalState, now: datetime) -> SignalReport:
         p = self.policy
         horizon = self.settings.horizon_steps * self.settings.step_seconds
         base = SignalReport(state.signal.name, None, horizon, p.quantile)
         problem, new_start, new, partial = await self._fetch(state, now)
-        base = replace(base, partial=partial)
+        reporting, count_problem = await self._reporting_pods(state, now)
+        base = replace(base, partial=partial or count_problem, reporting_pods=reporting)
         if new is not None and new_start is not None:
             new = self._mask(new_start, new)
             state.append(new_start, new)
@@ -1043,6 +1043,22 @@ class TargetReconciler:
                 problem = f"no data: no finite sample in the new points ({usage.message})"
                 return problem, start, demand, None
         return None, start, demand, partial
+
+    async def _reporting_pods(
+        self, state: _SignalState, now: datetime
+    ) -> tuple[int | None, str | None]:
+        """Pods the newest step of the demand sums over, and why they could not be counted."""
+        template = reporting_pods_template(state.signal.query)
+        if template is None:
+            return None, None
+        _, end = _fetch_window(state, now)
+        answer = await self._range(template, end, end, state.step)
+        if answer.status is RangeStatus.ERROR:
+            return None, f"pod count query failed: {answer.message}"
+        if answer.status is RangeStatus.EMPTY or not answer.values.size:
+            return 0, None
+        value = float(answer.values[-1])
+        return (round(value) if math.isfinite(value) else 0), None
 
     async def _range(self, template: str, start: float, end: float, step: float) -> RangeResult:
         prefetched = self._prefetched.pop((template, start, end, step), None)

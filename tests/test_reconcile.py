@@ -10,13 +10,14 @@ import math
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
 from kubernetes_asyncio import client
 
 from predictive_scaler.config import Target, parse_config
+from predictive_scaler.decision import DecisionHistory
 from predictive_scaler.kube import (
     ANNOTATION_APPLIED_MIN_REPLICAS,
     ANNOTATION_BASE_MIN_REPLICAS,
@@ -65,6 +66,11 @@ targets:
       - name: kv_cache
         query: 'sum(gpu_cache_usage_perc{${matchers}})'
         hpaMetric: gpu_cache_usage_perc
+  - hpa: {namespace: halved, name: nim}
+    signals:
+      - name: kv_cache
+        query: 'sum(gpu_cache_usage_perc{${matchers}})'
+        hpaMetric: gpu_cache_usage_perc
   - hpa: {namespace: empty, name: nim}
     signals:
       - name: kv_cache
@@ -97,6 +103,12 @@ def flat_series() -> list[Series]:
         for pod in ("vllm-0", "vllm-1"):
             values = np.round(0.9 + rng.normal(0, 0.005, ts.size), 6)
             series.append((metric, {"namespace": namespace, "pod": pod}, ts, values))
+    # ``halved``: 4 pods at 0.35 (1.4: 2 pods' worth); two stop reporting an hour before the
+    # end (lost scrapes), so the sum over the pods that report halves.
+    for pod in ("nim-0", "nim-1", "nim-2", "nim-3"):
+        until = ts if pod in ("nim-0", "nim-1") else ts[ts <= DATA_END - 3600]
+        labels = {"namespace": "halved", "pod": pod}
+        series.append(("gpu_cache_usage_perc", labels, until, np.full(until.size, 0.35)))
     # ``stops``: scraped every minute at 0.9 per pod, until 6 minutes before DATA_END.
     minutes = np.arange(DATA_END - 86400, STOPPED + 1, 60.0)
     for pod in ("nim-0", "nim-1"):
@@ -369,6 +381,38 @@ async def test_lookback_copies_are_not_new_data_and_stale_after_means_its_durati
     assert problem is not None and problem.startswith("stale: newest sample is 390s old")
     assert report.reason == "FailedGetMetric"
     assert min_replicas(kube_server, "stops") == 1  # no raise on frozen data
+
+
+@pytest.mark.parametrize("batched", [False, True])
+@pytest.mark.parametrize(("running", "expected"), [(4, 3), (2, 2)])
+async def test_fewer_pods_reporting_than_running_never_lowers(
+    kube_server: KubeDouble,
+    kube: KubeClient,
+    source: PrometheusSource,
+    clock: FakeClock,
+    batched: bool,
+    running: int,
+    expected: int,
+) -> None:
+    # Issue 12 item 7: half the pods' series vanished; the demand they leave is a lower bound.
+    annotations = {ANNOTATION_BASE_MIN_REPLICAS: "1", ANNOTATION_APPLIED_MIN_REPLICAS: "3"}
+    kube_server.put_object(
+        make_hpa("halved", "nim", 3, 10, annotations=annotations, current_replicas=running)
+    )
+    reconciler = TargetReconciler(target("halved"), source, kube, clock=clock)
+    reconciler.history = DecisionHistory(tracking_since=clock() - timedelta(hours=1))
+    if batched:
+        assert await prefetch_batched(reconciler.plan_fetches(clock()), source) >= 3
+    report = await reconciler.reconcile()
+    assert min_replicas(kube_server, "halved") == expected
+    signal = report.signals[0]
+    assert signal.problem is None and signal.reporting_pods == 2
+    assert signal.upper_max == pytest.approx(0.7)
+    if running > 2:
+        assert signal.partial == "2 of 4 pods reporting"
+        assert report.reason == "PartialMetrics"
+    else:
+        assert signal.partial is None  # every running pod reports: the demand is complete
 
 
 async def test_too_short_history_holds_instead_of_forecasting(
