@@ -221,6 +221,10 @@ class HpaSnapshot:
     uid: str | None = None
     generation: int | None = None
     scale_target_ref: Mapping[str, str] = field(default_factory=dict)
+    labels: Mapping[str, str] = field(default_factory=dict)
+    owner_references: Sequence[Mapping[str, Any]] = ()
+    """``metadata.ownerReferences`` as read (``apiVersion``, ``kind``, ``name``, ``uid``,
+    ``controller``): who else reconciles this HPA."""
 
     @property
     def ref(self) -> ObjectRef:
@@ -279,6 +283,10 @@ class HpaSnapshot:
             scale_target_ref={
                 str(k): str(v) for k, v in (spec.get("scaleTargetRef") or {}).items()
             },
+            labels={str(k): str(v) for k, v in (meta.get("labels") or {}).items()},
+            owner_references=tuple(
+                dict(ref) for ref in meta.get("ownerReferences") or () if isinstance(ref, Mapping)
+            ),
         )
 
 

@@ -76,6 +76,10 @@ class TargetFigures:
     signals: tuple[SignalFigures, ...] = ()
     at: datetime | None = None
     """When the cycle computed these values; ``None``: when they are published."""
+    owner: str | None = None
+    """``Kind/name`` of another controller owning the HPA (never patched), else ``None``."""
+    owner_reason: str | None = None
+    """Why it is left alone: ``OwnedByKEDA`` or ``OwnedByController``."""
 
 
 @dataclass(frozen=True)
@@ -150,6 +154,13 @@ class ControllerMetrics:
             "predictive_scaler_data_ok",
             "1 when the signal's data was usable this cycle, 0 when missing, stale or short.",
             _SIGNAL_LABELS,
+            registry=r,
+        )
+        self.owned_elsewhere = Gauge(
+            "predictive_scaler_hpa_owned_elsewhere",
+            "1 while the target's HPA is owned by another controller (a KEDA ScaledObject...): "
+            "forecast and published, never patched.",
+            (*_TARGET_LABELS, "reason", "owner"),
             registry=r,
         )
         self.cycle_duration = Histogram(
@@ -253,6 +264,9 @@ class ControllerMetrics:
         put(self.recommended, ids, _maybe(figures.recommended_min_replicas))
         put(self.applied, ids, _maybe(figures.applied_min_replicas))
         put(self.base, ids, _maybe(figures.base_min_replicas))
+        if figures.owner is not None:
+            owned = (*ids, figures.owner_reason or "", figures.owner)
+            put(self.owned_elsewhere, owned, 1.0)
         for s in figures.signals:
             sig = (*ids, s.name)
             horizon = f"{s.horizon_seconds:g}"

@@ -56,6 +56,7 @@ from predictive_scaler.kube import (
     ObjectRef,
 )
 from predictive_scaler.logs import Logger, get_logger
+from predictive_scaler.ownership import ForeignOwner, find_foreign_owner
 from predictive_scaler.prometheus import (
     GroupedRanges,
     RangeResult,
@@ -222,6 +223,9 @@ class CycleReport:
     """Why the cycle could not decide (the HPA could not be read)."""
     error_status: int | None = None
     """HTTP status of that failure; 0 when the API server did not answer."""
+    owner: str | None = None
+    """``Kind/name`` of the controller that owns the HPA (KEDA's ScaledObject...): the cycle
+    forecast and published but did not patch (``reason`` says ``OwnedByKEDA``...)."""
 
 
 # ---------------------------------------------------------------------------- base
@@ -570,6 +574,9 @@ class TargetReconciler:
         """In dry run, the minReplicas and annotations it would have applied."""
         self.matchers = render_matchers(target.match_labels)
         self._prefetched: dict[tuple[str, float, float, float], RangeResult] = {}
+        self._owner_reported: ForeignOwner | None = None
+        """The owner the last Warning Event was about (one Event per owner, not per cycle)."""
+        self._owner_logged: ForeignOwner | None = None
 
     @property
     def policy(self) -> Policy:
@@ -660,6 +667,10 @@ class TargetReconciler:
         base, _ = determine_base(snapshot)
         decision: Decision | None = None
         for attempt in range(1, MAX_CONFLICT_RETRIES + 1):
+            owner = find_foreign_owner(snapshot)
+            if owner is not None:  # checked on every read: a re-read may show a new owner
+                return await self._leave_to_owner(snapshot, owner, signal_forecasts, reports, now)
+            self._owner_reported = self._owner_logged = None
             base, edited = determine_base(snapshot)
             if edited:
                 self.log.info(
@@ -771,11 +782,67 @@ class TargetReconciler:
             patch_result=patch_result,
         )
 
-    async def _event(self, snapshot: HpaSnapshot, reason: str, message: str, now: datetime) -> None:
+    async def _leave_to_owner(
+        self,
+        snapshot: HpaSnapshot,
+        owner: ForeignOwner,
+        forecasts: Sequence[SignalForecast],
+        reports: Sequence[SignalReport],
+        now: datetime,
+    ) -> CycleReport:
+        """An HPA another controller owns: decide (for the report and /metrics) but never
+        patch it, not even its annotations; say why once per owner in a Warning Event."""
+        t = self.target
+        current = snapshot.min_replicas
+        decision = decide_min_replicas(
+            forecasts,
+            HpaLimits(current, snapshot.max_replicas, current),
+            self.decision_policy,
+            self.history,
+            now,
+        )
+        self.history = decision.history
+        if owner != self._owner_logged:
+            self.log.warning(
+                "hpa_owned_elsewhere", reason=owner.reason, owner=owner.owner, why=owner.evidence
+            )
+            self._owner_logged = owner
+        else:
+            self.log.debug("hpa_owned_elsewhere", reason=owner.reason, owner=owner.owner)
+        # One Event per owner, from the leader only (a follower or a dry run writes nothing).
+        if owner != self._owner_reported and not self.dry_run and self.may_patch():
+            await self._event(snapshot, owner.reason, owner.message, now, type_="Warning")
+            self._owner_reported = owner
+        return CycleReport(
+            t.id,
+            t.namespace,
+            t.name,
+            now,
+            tuple(reports),
+            min_replicas_before=current,
+            max_replicas=snapshot.max_replicas,
+            current_replicas=snapshot.current_replicas,
+            base_min_replicas=current,
+            recommended=decision.min_replicas,
+            applied=current,
+            reason=owner.reason,
+            message=owner.message,
+            owner=owner.owner,
+        )
+
+    async def _event(
+        self,
+        snapshot: HpaSnapshot,
+        reason: str,
+        message: str,
+        now: datetime,
+        *,
+        type_: Literal["Normal", "Warning"] = "Normal",
+    ) -> None:
         if not self.emit_events:
             return
         try:
-            await self.kube.create_event(snapshot, reason, message, now=now)
+            await self.kube.create_event(snapshot, reason, message, now=now, type_=type_)
         except KubeApiError as error:
             # The patch stands; a lost Event only costs the explanation in `describe`.
             self.log.warning("event_failed", status=error.status, error=str(error))
@@ -827,6 +894,11 @@ class TargetReconciler:
                 self.log.warning("hpa_read_failed", status=error.status, error=str(error))
                 return error.status == 404  # a deleted HPA needs nothing back
             if not any(key in snapshot.annotations for key in MANAGED_ANNOTATIONS):
+                return True
+            owner = find_foreign_owner(snapshot)
+            if owner is not None:
+                # Its owner writes minReplicas; a patch would only start the fight again.
+                self.log.warning("restore_skipped", reason=owner.reason, owner=owner.owner)
                 return True
             base, _edited = determine_base(snapshot)
             if not self.may_patch():

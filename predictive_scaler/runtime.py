@@ -496,6 +496,8 @@ class Controller:
                 applied_min_replicas=report.applied,
                 base_min_replicas=report.base_min_replicas,
                 at=report.at,
+                owner=report.owner,
+                owner_reason=report.reason if report.owner else None,
                 signals=tuple(
                     SignalFigures(
                         name=s.name,
