@@ -181,7 +181,7 @@ async def test_an_owned_hpa_is_never_patched_and_says_why(
         if line.startswith("predictive_scaler_hpa_owned_elsewhere{") and 'target="busy/nim"' in line
     )
     assert f'reason="{reason}"' in line and f'owner="{owner}"' in line and line.endswith(" 1.0")
-    assert 'predictive_scaler_hpa_owned_elsewhere{hpa="nim",namespace="idle"' not in exposition
+    assert 'predictive_scaler_hpa_owned_elsewhere{hpa="nim",target="idle/nim"' not in exposition
     assert any(
         line.startswith("predictive_scaler_forecast_upper{") and 'target="busy/nim"' in line
         for line in exposition.splitlines()
@@ -294,7 +294,7 @@ def test_the_scaled_object_example_scales_on_the_published_forecast() -> None:
     query = forecast["metadata"]["query"]
     assert "predictive_scaler_forecast_upper{" in query
     assert f'hpa="keda-hpa-{name}"' in query and 'signal="kv_cache"' in query
-    assert f'"{namespace}"' in query
+    assert f'target_namespace="{namespace}"' in query
     assert math.isclose(float(forecast["metadata"]["threshold"]), 0.7)
     # A missing forecast reads as 0, so the reactive trigger alone decides: never a raise on
     # data the controller does not have, and the HPA keeps scaling.
