@@ -39,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_backtest(commands)
     _add_validate_config(commands)
     _add_cluster_commands(commands)
+    _add_status(commands)
     return parser
 
 
@@ -450,3 +451,52 @@ def run_recommend_command(args: argparse.Namespace) -> int:
     except RecommendError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+
+
+# -- status ----------------------------------------------------------------------------
+
+
+def _add_status(commands: Any) -> None:
+    p = commands.add_parser(
+        "status",
+        help="every managed HPA's state, from its annotations (no Prometheus needed)",
+        description=(
+            "List the HPAs carrying predictive-scaler.io/* annotations: base, applied and "
+            "recommended minReplicas, reason, model, data state and age of the last decision. "
+            "Needs list on horizontalpodautoscalers (your kubeconfig, not the Pod's)."
+        ),
+    )
+    p.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster or ~/.kube)")
+    p.add_argument("--context", help="kubeconfig context")
+    p.add_argument("-n", "--namespace", help="only this namespace (default: all)")
+    p.add_argument("--json", action="store_true", help="JSON instead of a table")
+    p.set_defaults(handler=run_status_command)
+
+
+def run_status_command(args: argparse.Namespace) -> int:
+    import asyncio
+    from datetime import UTC, datetime
+
+    from predictive_scaler.kube import KubeApiError, KubeClient, load_api_client
+    from predictive_scaler.status import (
+        compute_rows,
+        fetch_managed_hpas,
+        format_json,
+        format_table,
+    )
+
+    async def read() -> list[Any]:
+        api_client = await load_api_client(args.kubeconfig, args.context)
+        try:
+            return await fetch_managed_hpas(KubeClient(api_client), args.namespace)
+        finally:
+            await api_client.close()
+
+    try:
+        snapshots = asyncio.run(read())
+    except KubeApiError as error:
+        print(f"error: listing HPAs failed: {error}", file=sys.stderr)
+        return 1
+    rows = compute_rows(snapshots, datetime.now(UTC))
+    sys.stdout.write(format_json(rows) if args.json else format_table(rows))
+    return 0

@@ -373,6 +373,20 @@ class KubeClient:
         )
         return HpaSnapshot.from_dict(self._json(hpa))
 
+    async def list_hpas(self, namespace: str | None = None) -> list[HpaSnapshot]:
+        """Every HPA in ``namespace`` (all namespaces when ``None``), for ``status``; the
+        controller itself never lists (it reads its targets by name)."""
+        if namespace is None:
+            request = self._autoscaling.list_horizontal_pod_autoscaler_for_all_namespaces(
+                _request_timeout=self.request_timeout_seconds
+            )
+        else:
+            request = self._autoscaling.list_namespaced_horizontal_pod_autoscaler(
+                namespace, _request_timeout=self.request_timeout_seconds
+            )
+        listed = self._json(await _call(request))
+        return [HpaSnapshot.from_dict(item) for item in listed.get("items") or ()]
+
     async def _merge_patch_hpa(self, snapshot: HpaSnapshot, body: dict[str, Any]) -> HpaSnapshot:
         body.setdefault("metadata", {})["resourceVersion"] = snapshot.resource_version
         hpa = await _call(
