@@ -1738,6 +1738,7 @@ def _parse_targets(
     targets: list[Target] = []
     by_hpa: dict[tuple[str, str], int] = {}
     by_id: dict[str, int] = {}
+    by_pods: dict[tuple[str, tuple[tuple[str, str], ...]], int] = {}
     ok = True
     for index, item in enumerate(data):
         path = f"targets[{index}]"
@@ -1769,6 +1770,18 @@ def _parse_targets(
             ok = False
         else:
             targets.append(parsed.target)
+            pods = (parsed.target.namespace, tuple(sorted(parsed.target.selector)))
+            if parsed.target.selector and parsed.target.enabled:
+                if pods in by_pods:
+                    ctx.add(
+                        f"{path}.selector",
+                        dict(parsed.target.selector),
+                        f"pods overlap: targets[{by_pods[pods]}] selects the same pods in this "
+                        "namespace, so both would sum them; give each its own selector",
+                    )
+                    ok = False
+                else:
+                    by_pods[pods] = index
     return tuple(targets) if ok else None
 
 
@@ -2052,7 +2065,9 @@ _GENERAL_RULES: Final = (
     "A target key from Policy overrides `defaults` for that target; lists (`seasons`, "
     "`exclude`) replace, they are not merged.",
     "Targets must be unique by HPA (`hpa.namespace`/`hpa.name`) and by id (`name`); signal "
-    "names must be unique within a target.",
+    "names must be unique within a target. Two enabled targets in one namespace with the same "
+    "`selector` would sum the same pods: an error on the second one's `selector` (without a "
+    "`selector`, each target's pods come from its HPA's scale target).",
     "A signal needs a `query` or a `preset`; `queueQuery` needs `runningQuery`; `targetPerPod` "
     "and `hpaMetric` must not both be null.",
     "`prometheus.bearerTokenFile` and `prometheus.basicAuth` are exclusive. Errors never show "

@@ -139,6 +139,14 @@ def _error_from_api_exception(error: ApiException) -> KubeApiError:
 _T = TypeVar("_T")
 
 
+_SCALE_READERS: Final = {
+    ("apps/v1", "Deployment"): "read_namespaced_deployment_scale",
+    ("apps/v1", "StatefulSet"): "read_namespaced_stateful_set_scale",
+    ("apps/v1", "ReplicaSet"): "read_namespaced_replica_set_scale",
+}
+"""Client calls that read the scale subresource of the workloads an HPA can target."""
+
+
 async def _call(request: Awaitable[_T]) -> _T:
     """Await one client call, translating its failures into :class:`KubeApiError`."""
     try:
@@ -364,6 +372,23 @@ class KubeClient:
         return data
 
     # --- HPAs
+
+    async def read_scale_selector(self, namespace: str, ref: Mapping[str, str]) -> str | None:
+        """The pod selector of an HPA's scale target, as the HPA controller finds its pods: the
+        ``status.selector`` of the target's ``scale`` subresource (e.g. ``app=nim``).
+
+        ``None`` when the target's kind has no scale subresource we read (only the apps/v1
+        workloads) or its scale reports no selector; :class:`KubeApiError` on failure."""
+        reader = _SCALE_READERS.get((ref.get("apiVersion", ""), ref.get("kind", "")))
+        name = ref.get("name")
+        if reader is None or not name:
+            return None
+        apps: Any = client.AppsV1Api(self.api_client)
+        scale = await _call(
+            getattr(apps, reader)(name, namespace, _request_timeout=self.request_timeout_seconds)
+        )
+        selector = (self._json(scale).get("status") or {}).get("selector")
+        return str(selector) if selector else None
 
     async def read_hpa(self, namespace: str, name: str) -> HpaSnapshot:
         hpa = await _call(

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import re
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -62,6 +63,7 @@ from predictive_scaler.prometheus import (
     RangeResult,
     RangeStatus,
     batch_shape,
+    escape_promql_string,
     latest_sample_template,
     render_batch_query,
     render_matchers,
@@ -96,6 +98,8 @@ MAX_CONFLICT_RETRIES: Final = 3
 LIVE_ERROR_WINDOW: Final = 288
 """Forecasts that came due kept for the rolling live error and coverage."""
 REASON_BASE_RESTORED: Final = "BaseRestored"
+SELECTOR_REFRESH_SECONDS: Final = 600.0
+"""How often the scale target's pod selector is read again while the target is unchanged."""
 
 MANAGED_ANNOTATIONS: Final = (
     ANNOTATION_BASE_MIN_REPLICAS,
@@ -558,22 +562,21 @@ class TargetReconciler:
             scale_down_step=p.scale_down_step,
             missing_data_hold_seconds=p.missing_data_hold_seconds,
         )
-        capacity = steps_for(p.history_seconds, p.step_seconds)
-        self._signals = {
-            s.name: _SignalState(
-                s,
-                TargetForecaster(self.settings),
-                capacity,
-                p.step_seconds,
-                key=f"{target.namespace}/{target.name}/{s.name}",
-            )
-            for s in target.signals
-        }
+        self._signals = self._fresh_signals()
         self.history = DecisionHistory()
         self.shadow: DryRunShadow | None = None
         """In dry run, the minReplicas and annotations it would have applied."""
-        self.matchers = render_matchers(target.match_labels)
-        self._prefetched: dict[tuple[str, float, float, float], RangeResult] = {}
+        self.match_labels: dict[str, str] = dict(target.match_labels)
+        """Equality matchers of the target's pods: the namespace, then the configured
+        selector, or else the labels of its HPA's scale target (once read)."""
+        self._set_matchers: tuple[str, ...] = ()
+        """Set-based requirements of the scale target's selector (``in``, ``notin``...)."""
+        self.matchers = render_matchers(self.match_labels)
+        """What ``${matchers}`` stands for in this target's queries."""
+        self.pods_selector: str | None = None
+        """The scale subresource's ``status.selector`` the matchers come from, once read."""
+        self._selector_read: tuple[tuple[tuple[str, str], ...], float] | None = None
+        self._prefetched: dict[tuple[object, ...], RangeResult] = {}
         self._owner_reported: ForeignOwner | None = None
         """The owner the last Warning Event was about (one Event per owner, not per cycle)."""
         self._owner_logged: ForeignOwner | None = None
@@ -581,6 +584,60 @@ class TargetReconciler:
     @property
     def policy(self) -> Policy:
         return self.target.policy
+
+    def _fresh_signals(self) -> dict[str, _SignalState]:
+        p, t = self.target.policy, self.target
+        capacity = steps_for(p.history_seconds, p.step_seconds)
+        return {
+            s.name: _SignalState(
+                s,
+                TargetForecaster(self.settings),
+                capacity,
+                p.step_seconds,
+                key=f"{t.namespace}/{t.name}/{s.name}",
+            )
+            for s in t.signals
+        }
+
+    async def _resolve_pods(self, snapshot: HpaSnapshot, now: datetime) -> None:
+        """Find the target's pods as the HPA controller does: from its scale target's
+        ``status.selector``, rendered into ``${matchers}``. A configured ``selector`` wins.
+        Read again when the scale target changes, else every :data:`SELECTOR_REFRESH_SECONDS`;
+        when the pods change, the buffered history (of other pods) is dropped."""
+        if self.target.selector:
+            return
+        reader = getattr(self.kube, "read_scale_selector", None)
+        if reader is None:
+            return
+        ref = tuple(sorted(snapshot.scale_target_ref.items()))
+        last = self._selector_read
+        if (
+            last is not None
+            and last[0] == ref
+            and now.timestamp() - last[1] < (SELECTOR_REFRESH_SECONDS)
+        ):
+            return
+        self._selector_read = (ref, now.timestamp())  # a failure is retried after as long
+        try:
+            selector = await reader(self.target.namespace, snapshot.scale_target_ref)
+        except KubeApiError as error:
+            # Keep the pods we had (or the namespace): a failed read is no reason to stop.
+            self.log.warning("scale_selector_failed", status=error.status, error=str(error))
+            return
+        if selector == self.pods_selector:
+            return
+        try:
+            equal, other = selector_matchers(selector or "")
+        except ValueError as error:
+            self.log.warning("scale_selector_unusable", selector=selector, error=str(error))
+            return
+        labels = {"namespace": self.target.namespace, **equal}
+        matchers = ",".join(x for x in (render_matchers(labels), *other) if x)
+        if self.pods_selector is not None or any(s.size for s in self._signals.values()):
+            self._signals = self._fresh_signals()  # history of other pods
+        self.log.info("pods_selected", selector=selector, matchers=matchers)
+        self.pods_selector, self.match_labels = selector, labels
+        self._set_matchers, self.matchers = other, matchers
 
     # ------------------------------------------------------------------ the cycle
 
@@ -604,7 +661,9 @@ class TargetReconciler:
                 if template is None or shape is None:
                     continue
                 kind, metric = shape
-                labels = self.target.match_labels
+                if self._set_matchers:
+                    continue  # a set-based pod selector has no batched form
+                labels = self.match_labels
                 plans.append(
                     FetchPlan(self, template, metric, labels, first, end, state.step, kind=kind)
                 )
@@ -612,7 +671,8 @@ class TargetReconciler:
 
     def accept_prefetched(self, plan: FetchPlan, result: RangeResult) -> None:
         """Hold a batched answer for this cycle's fetch of ``plan`` (used once)."""
-        self._prefetched[(plan.template, plan.start, plan.end, plan.step)] = result
+        key = (plan.template, plan.start, plan.end, plan.step, tuple(plan.labels.items()))
+        self._prefetched[key] = result
 
     async def reconcile(self) -> CycleReport:
         """One cycle. Raises only for unexpected failures; API failures are reported."""
@@ -633,6 +693,7 @@ class TargetReconciler:
                 t.id, t.namespace, t.name, now, signals, error=str(error), error_status=error.status
             )
 
+        await self._resolve_pods(snapshot, now)
         reports = [
             self._with_target(await self._forecast_signal(state, now), snapshot, state.signal)
             for state in self._signals.values()
@@ -1133,7 +1194,9 @@ class TargetReconciler:
         return (round(value) if math.isfinite(value) else 0), None
 
     async def _range(self, template: str, start: float, end: float, step: float) -> RangeResult:
-        prefetched = self._prefetched.pop((template, start, end, step), None)
+        # Only an answer for the pods as they are now (the scale target may have just been read).
+        labels = tuple(self.match_labels.items())
+        prefetched = self._prefetched.pop((template, start, end, step, labels), None)
         if prefetched is not None:
             return prefetched
         query = render_query(template, {}, raw={"matchers": self.matchers})
@@ -1195,6 +1258,52 @@ class TargetReconciler:
             notes=result.notes or None,
         )
         return None
+
+
+_SELECTOR_REQUIREMENT: Final = re.compile(
+    r"\s*(?:(?P<neg>!)\s*(?P<absent>[^\s!=,()]+)"
+    r"|(?P<key>[^\s!=,()]+)\s*(?:(?P<op>==|=|!=)\s*(?P<value>[^\s,()]*)"
+    r"|\s+(?P<set>in|notin)\s*\((?P<values>[^)]*)\))?)\s*(?:,|$)"
+)
+
+
+def prometheus_label_name(label: str) -> str:
+    """A Kubernetes label key as Prometheus' Kubernetes discovery names it on a pod's series
+    (``__meta_kubernetes_pod_label_<name>`` mapped by ``labelmap``): every character outside
+    ``[a-zA-Z0-9_]`` becomes ``_`` (``app.kubernetes.io/name`` -> ``app_kubernetes_io_name``)."""
+    return re.sub(r"[^a-zA-Z0-9_]", "_", label)
+
+
+def selector_matchers(selector: str) -> tuple[dict[str, str], tuple[str, ...]]:
+    """A serialized Kubernetes label selector (a scale's ``status.selector``, e.g.
+    ``app=nim,tier in (a,b),!canary``) as PromQL: equality requirements as labels, the others
+    as rendered matchers. ``ValueError`` for text that is not a selector."""
+    equal: dict[str, str] = {}
+    other: list[str] = []
+    position = 0
+    text = selector.strip()
+    while position < len(text):
+        match = _SELECTOR_REQUIREMENT.match(text, position)
+        if match is None or match.end() == position:
+            raise ValueError(f"not a label selector: {selector!r}")
+        position = match.end()
+        if match.group("neg"):
+            other.append(f'{prometheus_label_name(match.group("absent"))}=""')
+            continue
+        name = prometheus_label_name(match.group("key"))
+        op, value = match.group("op"), match.group("value")
+        if op in ("=", "=="):
+            equal[name] = value
+        elif op == "!=":
+            other.append(f'{name}!="{escape_promql_string(value)}"')
+        elif match.group("set"):
+            values = [v.strip() for v in match.group("values").split(",") if v.strip()]
+            regex = "|".join(re.escape(v) for v in values)
+            op_text = "=~" if match.group("set") == "in" else "!~"
+            other.append(f'{name}{op_text}"{escape_promql_string(regex)}"')
+        else:
+            other.append(f'{name}!=""')  # the key exists
+    return equal, tuple(other)
 
 
 def _trigger_value(key: str, value: str | None) -> str | None:

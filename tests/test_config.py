@@ -1157,3 +1157,24 @@ def test_reference_lists_every_rule_text() -> None:
         "`renewPeriod` < `leaseDuration`",
     ):
         assert rule in reference
+
+
+def test_targets_selecting_the_same_pods_are_flagged() -> None:
+    # Issue 12 item 4: two targets summing the same pods each get the other's demand.
+    same = {"app": "nim"}
+    data = {
+        "targets": [
+            {"hpa": {"namespace": "llm", "name": "a"}, "selector": same},
+            {"hpa": {"namespace": "llm", "name": "b"}, "selector": same},
+            {"hpa": {"namespace": "other", "name": "c"}, "selector": same},  # other pods
+            {"hpa": {"namespace": "llm", "name": "d"}},  # its scale target decides
+            {"hpa": {"namespace": "llm", "name": "e"}},
+        ]
+    }
+    with pytest.raises(ConfigError) as caught:
+        parse_config_data(data)
+    [issue] = caught.value.errors
+    assert issue.path == "targets[1].selector"
+    assert "pods overlap: targets[0] selects the same pods" in str(caught.value)
+    del data["targets"][1]
+    assert len(parse_config_data(data).targets) == 4

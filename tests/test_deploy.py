@@ -144,6 +144,7 @@ EXPECTED_RBAC = {
     ("cluster", "autoscaling", HPAS, "get", ()),
     ("cluster", "autoscaling", HPAS, "patch", ()),
     ("cluster", "", "events", "create", ()),
+    ("cluster", "apps", "deployments/scale", "get", ()),
     (NAMESPACE, "", "configmaps", "list", (CONFIGMAP,)),
     (NAMESPACE, "", "configmaps", "watch", (CONFIGMAP,)),
     (NAMESPACE, "coordination.k8s.io", "leases", "get", (LEASE,)),

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import re
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -38,7 +39,7 @@ from tests.deploy_support import (
     load_rbac_grants,
     render,
 )
-from tests.kube_double import DEFAULT_USER, KubeDouble, write_kubeconfig
+from tests.kube_double import DEFAULT_USER, KubeDouble, make_deployment, write_kubeconfig
 from tests.kube_double.rbac import PolicyRule, as_rule
 from tests.prom_fixtures import PrometheusFactory
 from tests.prom_harness import PrometheusServer, Series
@@ -73,7 +74,13 @@ def nim_series() -> list[Series]:
     rng = np.random.default_rng(5)
     series: list[Series] = []
     for i in range(PODS):
-        labels = {"namespace": HPA_NAMESPACE, "service": HPA_NAME, "pod": f"{HPA_NAME}-{i}"}
+        # The pods' own label, as Prometheus' discovery maps it onto their series.
+        labels = {
+            "namespace": HPA_NAMESPACE,
+            "service": HPA_NAME,
+            "pod": f"{HPA_NAME}-{i}",
+            "app_kubernetes_io_name": HPA_NAME,
+        }
         usage = np.round(DEMAND / PODS + rng.normal(0, 0.004, timestamps.size), 6)
         series.append(("gpu_cache_usage_perc", labels, timestamps, usage))
         series.append(("num_requests_running", labels, timestamps, np.full(timestamps.size, 24.0)))
@@ -176,6 +183,10 @@ async def test_the_deployed_rbac_is_exactly_enough(
     good_config = configmap["data"]["config.yaml"]
     kube_server.put_object(configmap)
     kube_server.put_object(hpa)
+    # The example HPA's scale target: its pods are found through deployments/scale.
+    kube_server.put_object(
+        make_deployment(HPA_NAMESPACE, HPA_NAME, {"app.kubernetes.io/name": HPA_NAME}, replicas=4)
+    )
 
     def min_replicas() -> int:
         stored = kube_server.get_object(
@@ -258,10 +269,15 @@ async def test_the_deployed_rbac_is_exactly_enough(
         await eventually(lambda: controller.config is not good)
         await run.until(lambda: min_replicas() == 1)
 
-        # ...and added back: raised again.
-        kube_server.put_object(with_config(configmap, good_config))
+        # ...and added back without its selector: its pods are then found as the HPA finds
+        # them, through the scale target (deployments/scale); raised again.
+        selectorless = re.sub(r"\n *selector: \{[^}]*\}[^\n]*", "", good_config)
+        assert selectorless != good_config
+        kube_server.put_object(with_config(configmap, selectorless))
         await eventually(lambda: len(controller.reconcilers) == 1)
         await run.until(lambda: min_replicas() > 1)
+        (back,) = controller.reconcilers.values()
+        assert back.pods_selector == f"app.kubernetes.io/name={HPA_NAME}"
 
         # Stop (SIGTERM sets the same flag): restore on exit, release the Lease.
         await run.settle()

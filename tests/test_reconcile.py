@@ -32,7 +32,7 @@ from predictive_scaler.reconcile import (
     prefetch_batched,
 )
 from predictive_scaler.runtime import Controller
-from tests.kube_double import KubeDouble, make_hpa
+from tests.kube_double import KubeDouble, make_deployment, make_hpa
 from tests.prom_fixtures import PrometheusFactory
 from tests.prom_harness import PrometheusServer, Series, free_port
 from tests.support import FakeClock
@@ -98,6 +98,12 @@ def flat_series() -> list[Series]:
         series.append(("gpu_cache_usage_perc", labels, ts, np.full(ts.size, 0.7)))
         series.append(("num_requests_waiting", labels, ts, np.full(ts.size, 5.0)))
         series.append(("num_requests_running", labels, ts, np.full(ts.size, 10.0)))
+    # ``shared``: two NIM models in one namespace, their pods told apart by the app label the
+    # Deployments select on (as the pods' labels reach their series through discovery).
+    for app, level in (("llama", 0.9), ("mistral", 0.1)):
+        for pod in ("0", "1"):
+            labels = {"namespace": "shared", "pod": f"{app}-{pod}", "app": app}
+            series.append(("gpu_cache_usage_perc", labels, ts, np.full(ts.size, level)))
     # vLLM under each of its KV-cache names: older releases, and newer ones only.
     for namespace, metric in VLLM_NAMES.items():
         for pod in ("vllm-0", "vllm-1"):
@@ -192,14 +198,14 @@ class FailingFor:
         return await used.fetch_range(query, start, end, step_seconds)
 
 
-def hpa(server: KubeDouble, namespace: str) -> dict[str, object]:
-    stored = server.get_object("autoscaling/v2", "HorizontalPodAutoscaler", namespace, "nim")
+def hpa(server: KubeDouble, namespace: str, name: str = "nim") -> dict[str, object]:
+    stored = server.get_object("autoscaling/v2", "HorizontalPodAutoscaler", namespace, name)
     assert stored is not None
     return stored
 
 
-def min_replicas(server: KubeDouble, namespace: str) -> int:
-    return int(hpa(server, namespace)["spec"]["minReplicas"])  # type: ignore[index]
+def min_replicas(server: KubeDouble, namespace: str, name: str = "nim") -> int:
+    return int(hpa(server, namespace, name)["spec"]["minReplicas"])  # type: ignore[index]
 
 
 @pytest.fixture
@@ -512,6 +518,33 @@ async def test_missing_data_never_lowers_min_replicas_during_the_hold(
 
 
 # ---------------------------------------------------------------- controller
+
+
+async def test_two_models_in_one_namespace_each_get_their_own_pods(
+    kube_server: KubeDouble, controller: Controller
+) -> None:
+    # Issue 12 item 4: without selectors both targets summed both models' pods (2.0 each).
+    # Their pods now come from each HPA's scale target (its Deployment's selector).
+    for app in ("llama", "mistral"):
+        kube_server.put_object(make_deployment("shared", app, {"app": app}, replicas=2))
+        kube_server.put_object(make_hpa("shared", app, 1, 10, deployment=app))
+    config = """
+defaults: {interval: 5m, step: 5m, history: 1d, minHistory: 1h, warmup: 10m,
+  model: persistence, seasons: [], refitInterval: 1h}
+targets:
+  - hpa: {namespace: shared, name: llama}
+  - hpa: {namespace: shared, name: mistral}
+"""
+    controller.apply_config(parse_config(config))
+    reports = {r.hpa: r for r in await controller.run_due()}
+    assert reports["llama"].signals[0].upper_max == pytest.approx(1.8)
+    assert reports["mistral"].signals[0].upper_max == pytest.approx(0.2)
+    assert (
+        min_replicas(kube_server, "shared", "llama"),
+        min_replicas(kube_server, "shared", "mistral"),
+    ) == (3, 1)
+    scale_reads = [r for r in kube_server.requests if r.path.endswith("/scale")]
+    assert len(scale_reads) == 2 and all(r.status == 200 for r in scale_reads)
 
 
 def _forecast_lines(controller: Controller) -> list[str]:

@@ -1,6 +1,12 @@
 """An in-process Kubernetes API server double for tests (see ``server.KubeDouble``)."""
 
-from .factories import KV_CACHE_METRIC, make_configmap, make_hpa, write_kubeconfig
+from .factories import (
+    KV_CACHE_METRIC,
+    make_configmap,
+    make_deployment,
+    make_hpa,
+    write_kubeconfig,
+)
 from .fixtures import make_api_client
 from .rbac import PolicyRule, RequestAttributes, RequestRecord
 from .resources import RESOURCE_TYPES, ResourceType
@@ -23,6 +29,7 @@ __all__ = [
     "ResourceType",
     "make_api_client",
     "make_configmap",
+    "make_deployment",
     "make_hpa",
     "validate_object",
     "write_kubeconfig",

@@ -79,6 +79,36 @@ def make_hpa(
     return hpa
 
 
+def make_deployment(
+    namespace: str,
+    name: str,
+    match_labels: dict[str, str] | None = None,
+    *,
+    replicas: int = 1,
+    match_expressions: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """A valid ``apps/v1`` Deployment (a NIM-like pod template) whose pods carry
+    ``match_labels`` (default ``{"app": name}``); its scale subresource reports them as
+    ``status.selector``."""
+    labels = dict(match_labels or {"app": name})
+    selector: dict[str, Any] = {"matchLabels": labels}
+    if match_expressions:
+        selector["matchExpressions"] = match_expressions
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": namespace, "labels": dict(labels)},
+        "spec": {
+            "replicas": replicas,
+            "selector": selector,
+            "template": {
+                "metadata": {"labels": dict(labels)},
+                "spec": {"containers": [{"name": "nim", "image": "nvcr.io/nim/llm:1"}]},
+            },
+        },
+    }
+
+
 def make_configmap(namespace: str, name: str, data: dict[str, str] | None = None) -> dict[str, Any]:
     """A core/v1 ConfigMap."""
     return {

@@ -14,6 +14,8 @@ class ResourceType:
     plural: str
     kind: str
     has_status: bool = False
+    has_scale: bool = False
+    """Serves the ``scale`` subresource (GET only: autoscaling/v1 Scale)."""
 
     @property
     def api_version(self) -> str:
@@ -30,8 +32,16 @@ CONFIGMAP = ResourceType("", "v1", "configmaps", "ConfigMap")
 CORE_EVENT = ResourceType("", "v1", "events", "Event")
 EVENTS_V1_EVENT = ResourceType("events.k8s.io", "v1", "events", "Event")
 LEASE = ResourceType("coordination.k8s.io", "v1", "leases", "Lease")
+DEPLOYMENT = ResourceType("apps", "v1", "deployments", "Deployment", True, has_scale=True)
 
-RESOURCE_TYPES: tuple[ResourceType, ...] = (HPA, CONFIGMAP, CORE_EVENT, EVENTS_V1_EVENT, LEASE)
+RESOURCE_TYPES: tuple[ResourceType, ...] = (
+    HPA,
+    CONFIGMAP,
+    CORE_EVENT,
+    EVENTS_V1_EVENT,
+    LEASE,
+    DEPLOYMENT,
+)
 _BY_PATH = {(rt.group, rt.version, rt.plural): rt for rt in RESOURCE_TYPES}
 _BY_KIND = {(rt.api_version, rt.kind): rt for rt in RESOURCE_TYPES}
 
@@ -72,7 +82,10 @@ def parse_path(path: str) -> ParsedPath | None:
         return None
     name = rest[1] if len(rest) >= 2 else None
     subresource = rest[2] if len(rest) == 3 else ""
-    if subresource and not (subresource == "status" and resource.has_status):
+    if subresource and not (
+        (subresource == "status" and resource.has_status)
+        or (subresource == "scale" and resource.has_scale)
+    ):
         return None
     if namespace is None and name is not None:
         return None  # every served resource is namespaced

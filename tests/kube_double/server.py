@@ -733,7 +733,11 @@ class KubeDouble:
             obj = self._objects.get((rt, namespace, name))
             if obj is None:
                 raise not_found(rt, name)
+            if parsed.subresource == "scale":
+                return web.json_response(_scale_of(obj))
             return web.json_response(obj)
+        if parsed.subresource == "scale":
+            raise ApiError(405, "the double serves the scale subresource for reading only")
         if attrs.verb == "list":
             return self._list(rt, namespace, query)
         if attrs.verb == "watch":
@@ -905,3 +909,34 @@ class KubeDouble:
 
 
 __all__ = ["DEFAULT_TOKEN", "RESOURCE_TYPES", "ApiError", "InjectedFault", "KubeDouble"]
+
+
+def _scale_of(obj: Obj) -> Obj:
+    """The ``autoscaling/v1`` Scale of a workload, as the API server derives it: replicas from
+    the spec and status, and ``status.selector`` the serialized label selector of the spec
+    (what the HPA controller lists pods with)."""
+    spec, status, meta = obj.get("spec") or {}, obj.get("status") or {}, obj["metadata"]
+    selector = spec.get("selector") or {}
+    parts = [f"{k}={v}" for k, v in sorted((selector.get("matchLabels") or {}).items())]
+    for expr in selector.get("matchExpressions") or []:
+        key, op, values = expr["key"], expr["operator"], expr.get("values") or []
+        if op == "In":
+            parts.append(f"{key} in ({','.join(sorted(values))})")
+        elif op == "NotIn":
+            parts.append(f"{key} notin ({','.join(sorted(values))})")
+        elif op == "Exists":
+            parts.append(key)
+        else:
+            parts.append(f"!{key}")
+    return {
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {
+            "name": meta["name"],
+            "namespace": meta["namespace"],
+            "uid": meta.get("uid"),
+            "resourceVersion": meta.get("resourceVersion"),
+        },
+        "spec": {"replicas": spec.get("replicas", 1)},
+        "status": {"replicas": status.get("replicas", 0), "selector": ",".join(parts)},
+    }
