@@ -1,31 +1,61 @@
 """``predictive-scaler recommend``: one dry-run pass over the enabled targets, as a table.
 
 Uses the same reconciler as the live loop with patching and Events switched off, so what it
-prints is what the controller would do now. The "recent error" column is the model's own
-out-of-sample walk forward over the held-out recent history (up to two days, see
-``models.base.calibration_points``): the mean absolute error of its forecasts at the horizon,
-and the share of actuals at or below the upper quantile.
+prints is what the controller would do now. Two error figures, kept apart because they can
+differ a lot (a morning ramp the backtest never saw):
+
+- ``backtest``: the model's own out-of-sample walk forward over the held-out recent history
+  (up to two days, see ``models.base.calibration_points``): the mean absolute error of its
+  forecasts at the horizon, and the share of actuals at or below the upper quantile;
+- ``live``: what the running controller measured as its forecasts came due, read back from
+  Prometheus (``predictive_scaler_forecast_abs_error`` / ``_coverage`` of the target, last
+  15 minutes); ``-`` when no controller has published them.
+
+Each signal's PromQL is shown as it ran (``${matchers}`` rendered, the scale target's pods
+found). The exit code is 1 when any target has no usable data (every signal has a problem) or
+its HPA could not be read.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TextIO
+from typing import Any, Final, TextIO
 
 from predictive_scaler.config import Config, ConfigError, format_duration, load_config_file
 from predictive_scaler.config import parse_config as _parse_config
 from predictive_scaler.kube import KubeApiError, KubeClient, KubeUnavailableError, load_api_client
 from predictive_scaler.logs import configure_logging
-from predictive_scaler.prometheus import PrometheusSource, PrometheusUnavailable
-from predictive_scaler.reconcile import CycleReport, TargetReconciler
+from predictive_scaler.prometheus import (
+    PrometheusError,
+    PrometheusSource,
+    PrometheusUnavailable,
+    escape_promql_string,
+    render_query,
+)
+from predictive_scaler.reconcile import CycleReport, SignalReport, TargetReconciler
 from predictive_scaler.settings import CONFIG_KEY, parse_config_map_ref, prometheus_settings
 
 __all__ = ["RecommendError", "RecommendOptions", "format_table", "recommend", "report_to_json"]
+
+
+LIVE_WINDOW: Final = "15m"
+"""How far back the live figures a running controller published are looked for."""
+
+
+@dataclass(frozen=True)
+class LiveFigures:
+    """One signal's live error as the running controller published it, and its PromQL."""
+
+    query: str
+    """The signal's demand query as it ran (``${matchers}`` rendered)."""
+    abs_error: float | None = None
+    coverage: float | None = None
 
 
 class RecommendError(Exception):
@@ -72,6 +102,7 @@ async def recommend(
             except PrometheusUnavailable as error:
                 raise RecommendError(str(error)) from None
             reports: list[CycleReport] = []
+            live: dict[tuple[str, str], LiveFigures] = {}
             for target in config.enabled_targets():
                 reconciler = TargetReconciler(
                     target,
@@ -86,14 +117,45 @@ async def recommend(
                 if report.error_status == 0:
                     raise RecommendError(f"cannot reach the Kubernetes API: {report.error}")
                 reports.append(report)
+                for state_signal in target.signals:
+                    query = render_query(
+                        state_signal.query, {}, raw={"matchers": reconciler.matchers}
+                    )
+                    live[(target.id, state_signal.name)] = LiveFigures(
+                        query,
+                        await _live(source, "abs_error", target.id, state_signal.name, now()),
+                        await _live(source, "coverage", target.id, state_signal.name, now()),
+                    )
     finally:
         await api_client.close()
     if options.output == "json":
-        json.dump([report_to_json(r) for r in reports], out, indent=2)
+        json.dump([report_to_json(r, live) for r in reports], out, indent=2)
         out.write("\n")
     else:
-        out.write(format_table(reports))
-    return 1 if any(r.error is not None for r in reports) else 0
+        out.write(format_table(reports, live))
+    return 1 if unusable(reports) else 0
+
+
+def unusable(reports: Sequence[CycleReport]) -> list[str]:
+    """Targets with no usable data: the HPA could not be read, or every signal has a problem."""
+    return [
+        r.target
+        for r in reports
+        if r.error is not None or all(s.problem is not None for s in r.signals)
+    ]
+
+
+async def _live(
+    source: PrometheusSource, figure: str, target: str, signal: str, at: datetime
+) -> float | None:
+    """The last value of a live gauge the running controller published for one signal."""
+    matchers = f'target="{escape_promql_string(target)}",signal="{escape_promql_string(signal)}"'
+    query = f"max(last_over_time(predictive_scaler_forecast_{figure}{{{matchers}}}[{LIVE_WINDOW}]))"
+    try:
+        value = await source.fetch_instant(query, at)
+    except PrometheusError:
+        return None  # an optional figure: the table says "-"
+    return value if value is not None and math.isfinite(value) else None
 
 
 async def _load_config(options: RecommendOptions, kube: KubeClient) -> Config:
@@ -122,7 +184,14 @@ async def _load_config(options: RecommendOptions, kube: KubeClient) -> Config:
         raise RecommendError(str(error)) from None
 
 
-def report_to_json(report: CycleReport) -> dict[str, Any]:
+def report_to_json(
+    report: CycleReport, live: Mapping[tuple[str, str], LiveFigures] | None = None
+) -> dict[str, Any]:
+    figures = live or {}
+
+    def signal_live(s: SignalReport) -> LiveFigures:
+        return figures.get((report.target, s.name)) or LiveFigures("")
+
     return {
         "target": report.target,
         "hpa": f"{report.namespace}/{report.hpa}",
@@ -147,6 +216,13 @@ def report_to_json(report: CycleReport) -> dict[str, Any]:
                 "needed": s.needed,
                 "model": s.model,
                 "problem": s.problem,
+                "query": signal_live(s).query or None,
+                "liveError": {
+                    "method": "the running controller's forecasts as they came due "
+                    f"(predictive_scaler_forecast_abs_error/_coverage, last {LIVE_WINDOW})",
+                    "meanAbsError": signal_live(s).abs_error,
+                    "coverage": signal_live(s).coverage,
+                },
                 "recentError": {
                     "method": "out-of-sample walk forward at the horizon (held-out recent history)",
                     "meanAbsError": s.backtest_abs_error,
@@ -163,8 +239,19 @@ def _num(value: float | None, digits: int = 2) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-def format_table(reports: Sequence[CycleReport]) -> str:
-    """One block per target: the HPA now, each signal's forecast, the recommendation."""
+def _error_text(label: str, mae: float | None, coverage: float | None, q: str) -> str:
+    if mae is None and coverage is None:
+        return f"{label} -"
+    covered = "-" if coverage is None else f"{100 * coverage:.0f}% <= {q}"
+    return f"{label} {_num(mae, 3)}, {covered}"
+
+
+def format_table(
+    reports: Sequence[CycleReport], live: Mapping[tuple[str, str], LiveFigures] | None = None
+) -> str:
+    """One block per target: the HPA now, each signal's forecast and PromQL, the
+    recommendation."""
+    figures = live or {}
     lines: list[str] = []
     for r in reports:
         lines.append(f"target {r.target}  (HPA {r.namespace}/{r.hpa})")
@@ -178,22 +265,25 @@ def format_table(reports: Sequence[CycleReport]) -> str:
         )
         header = (
             f"  {'signal':<14}{'horizon':>8}{'mean':>9}{'upper':>14}{'per pod':>9}"
-            f"{'needs':>7}  {'model':<22}{'recent error (MAE, coverage)':<30}"
+            f"{'needs':>7}  {'model':<22}error (MAE, coverage): backtest | live"
         )
         lines.append(header)
         for s in r.signals:
             q = f"p{round(s.quantile * 100)}"
             upper = f"{_num(s.upper_max)} ({q})" if s.upper_max is not None else "-"
+            seen = figures.get((r.target, s.name)) or LiveFigures("")
             err = (
-                f"{_num(s.backtest_abs_error, 3)}, {100 * s.backtest_coverage:.0f}% <= {q}"
-                if s.backtest_abs_error is not None and s.backtest_coverage is not None
-                else "-"
+                _error_text("backtest", s.backtest_abs_error, s.backtest_coverage, q)
+                + " | "
+                + _error_text("live", seen.abs_error, seen.coverage, q)
             )
             lines.append(
                 f"  {s.name:<14}{format_duration(s.horizon_seconds):>8}{_num(s.mean):>9}"
                 f"{upper:>14}{_num(s.target_per_pod, 3):>9}"
-                f"{'-' if s.needed is None else s.needed:>7}  {s.model or '-':<22}{err:<30}"
+                f"{'-' if s.needed is None else s.needed:>7}  {s.model or '-':<22}{err}"
             )
+            if seen.query:
+                lines.append(f"    query        {seen.query}")
             if s.problem is not None:
                 lines.append(f"    problem: {s.problem}")
         change = (
@@ -206,8 +296,12 @@ def format_table(reports: Sequence[CycleReport]) -> str:
         lines.append("")
     if not reports:
         lines.append("no enabled targets")
+    bad = unusable(reports)
+    if bad:
+        lines.append(f"no usable data: {', '.join(bad)}")
     lines.append(
-        "recent error: mean absolute error and upper-quantile coverage of the model's "
-        "out-of-sample forecasts at the horizon over the held-out recent history."
+        "error: mean absolute error and upper-quantile coverage at the horizon; backtest = the "
+        "model's out-of-sample forecasts over the held-out recent history; live = the running "
+        "controller's forecasts as they came due (- when none has published them)."
     )
     return "\n".join(lines) + "\n"
