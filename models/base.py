@@ -2,8 +2,9 @@
 
 A model fits on the older part of its history, then walks forward through the most recent
 part one observation at a time, forecasting from every origin. Those out-of-sample errors
-calibrate its quantiles per horizon step and score it for the ``auto`` choice, so the
-uncertainty a model reports is measured, not assumed.
+calibrate its quantiles per horizon step and its bound on the window's peak
+(``models.calibration``), and score it for the ``auto`` choice, so the uncertainty a model
+reports is measured, not assumed.
 """
 
 from __future__ import annotations
@@ -17,8 +18,22 @@ from typing import Any, ClassVar, Protocol, Self, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
+from models.calibration import VOLATILITY, Calibration, PeakCalibration, pinball
 from models.errors import InsufficientHistory, InvalidSeries
 from models.series import DAY_SECONDS, as_series, fill_gaps, season_points
+
+__all__ = [
+    "DEFAULT_QUANTILES",
+    "VOLATILITY",
+    "Calibration",
+    "FloatArray",
+    "Forecast",
+    "Forecaster",
+    "Model",
+    "PeakCalibration",
+    "calibration_points",
+    "pinball",
+]
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -33,6 +48,10 @@ class Forecast:
     """Point forecast per step (step 1 is one step after the last observation)."""
     quantiles: Mapping[float, FloatArray] = field(default_factory=dict)
     """Calibrated quantile paths, by probability level."""
+    peaks: Mapping[float, float] = field(default_factory=dict)
+    """Calibrated quantiles of the window's peak (the maximum over all ``len(mean)`` steps),
+    by probability level: the capacity the window needs. Not the maximum of the quantile
+    path, which is not a quantile of the maximum."""
 
     def quantile(self, level: float) -> FloatArray:
         """The path for ``level``; raises KeyError naming the levels that exist."""
@@ -41,6 +60,14 @@ class Forecast:
         except KeyError:
             have = sorted(self.quantiles)
             raise KeyError(f"quantile {level} not forecast; have {have}") from None
+
+    def peak(self, level: float) -> float:
+        """The window-peak bound at ``level``; raises KeyError naming the levels that exist."""
+        try:
+            return self.peaks[level]
+        except KeyError:
+            have = sorted(self.peaks)
+            raise KeyError(f"peak quantile {level} not forecast; have {have}") from None
 
 
 @runtime_checkable
@@ -69,151 +96,7 @@ class Forecaster(Protocol):
         ...
 
 
-def pinball(actual: FloatArray, predicted: FloatArray, level: float) -> FloatArray:
-    """Pinball (quantile) loss per point."""
-    diff = actual - predicted
-    return np.maximum(level * diff, (level - 1.0) * diff)
-
-
-_SCALE_POWERS = (0.0, 0.5, 1.0)
-VOLATILITY = -1.0
-"""Marks the volatility scale in ``Calibration.power``."""
-_MIN_ERRORS_PER_STEP = 20
 _MAX_CALIBRATION_ORIGINS = 720
-
-
-@dataclass(frozen=True)
-class Calibration:
-    """Out-of-sample errors of a model, normalised by a scale known at the origin.
-
-    Residuals of traffic grow with its level (Poisson-like at low counts, proportional at
-    high ones) and cluster in bursts, so errors are divided either by
-    ``max(|mean|, floor) ** power`` (power 0, 0.5 or 1) or by the recent volatility (an
-    exponentially weighted mean absolute one-step change); the choice is the one with the
-    lowest pinball loss on the calibration errors.
-    """
-
-    forecasts: FloatArray
-    """Point forecasts, shape (origins, horizon)."""
-    actuals: FloatArray
-    """Observed values for the same cells; NaN past the end of the history."""
-    volatility: FloatArray
-    """Recent volatility at each origin."""
-    power: float
-    """Exponent of the level scale; ``VOLATILITY`` selects the volatility scale."""
-    floor: float
-    z: tuple[FloatArray, ...]
-    """Sorted normalised residuals per horizon step."""
-    _cache: dict[tuple[float, int], FloatArray] = field(default_factory=dict, compare=False)
-
-    @classmethod
-    def from_errors(
-        cls, forecasts: FloatArray, actuals: FloatArray, volatility: FloatArray, level: float
-    ) -> Calibration:
-        finite = np.abs(actuals[np.isfinite(actuals)])
-        floor = max(float(np.median(finite)) * 0.05 if finite.size else 0.0, 1e-9)
-        vol_floor = max(float(np.median(volatility)) * 0.1, floor * 1e-3)
-        best: tuple[float, float] | None = None
-        for power in (*_SCALE_POWERS, VOLATILITY):
-            scale = _scale(forecasts, volatility, power, floor, vol_floor)
-            loss = _calibration_loss(forecasts, actuals, scale, level)
-            if best is None or loss < best[0] - 1e-12:
-                best = (loss, power)
-        assert best is not None
-        power = best[1]
-        z = (actuals - forecasts) / _scale(forecasts, volatility, power, floor, vol_floor)
-        per_step = tuple(np.sort(col[np.isfinite(col)]) for col in z.T)
-        return cls(
-            forecasts,
-            actuals,
-            volatility,
-            power,
-            floor if power != VOLATILITY else vol_floor,
-            per_step,
-        )
-
-    @property
-    def horizon(self) -> int:
-        return len(self.z)
-
-    def scale(self, mean: FloatArray, volatility: float) -> FloatArray:
-        if self.power == VOLATILITY:
-            return np.full(len(mean), max(volatility, self.floor))
-        return np.power(np.maximum(np.abs(mean), self.floor), self.power)
-
-    def offsets(self, mean: FloatArray, level: float, volatility: float) -> FloatArray:
-        """Quantile offsets to add to ``mean`` (one per step), from the stored errors."""
-        key = (level, len(mean))
-        zq = self._cache.get(key)
-        if zq is None:
-            zq = self._cache[key] = self._normalised_quantiles(len(mean), level)
-        out: FloatArray = zq * self.scale(mean, volatility)
-        return out
-
-    def _normalised_quantiles(self, horizon: int, level: float) -> FloatArray:
-        out = np.empty(horizon)
-        pooled: FloatArray | None = None
-        for k in range(horizon):
-            if k < self.horizon and self.z[k].size >= _MIN_ERRORS_PER_STEP:
-                zq = float(np.quantile(self.z[k], level))
-            else:
-                # Beyond the calibrated horizon the error keeps growing roughly like a
-                # random walk: widen the last step's quantile by sqrt(k / H).
-                if pooled is None:
-                    pooled = _last_usable(self.z)
-                stretch = math.sqrt((k + 1) / max(self.horizon, 1)) if k >= self.horizon else 1.0
-                zq = float(np.quantile(pooled, level)) * stretch if pooled.size else 0.0
-            out[k] = zq
-        return out
-
-    def errors_at(self, step: int, level: float) -> tuple[FloatArray, FloatArray, FloatArray]:
-        """(actual, forecast, upper quantile) at horizon step ``step`` (1-based), for the
-        origins whose actual is known."""
-        k = min(step, self.horizon) - 1
-        actual, forecast = self.actuals[:, k], self.forecasts[:, k]
-        keep = np.isfinite(actual)
-        zq = self._normalised_quantiles(k + 1, level)[k]
-        if self.power == VOLATILITY:
-            scale = np.maximum(self.volatility, self.floor)
-        else:
-            scale = np.power(np.maximum(np.abs(forecast), self.floor), self.power)
-        upper = forecast + zq * scale
-        return actual[keep], forecast[keep], upper[keep]
-
-
-def _scale(
-    forecasts: FloatArray, volatility: FloatArray, power: float, floor: float, vol_floor: float
-) -> FloatArray:
-    if power == VOLATILITY:
-        out: FloatArray = np.broadcast_to(
-            np.maximum(volatility, vol_floor)[:, None], forecasts.shape
-        ).copy()
-        return out
-    level_scale: FloatArray = np.power(np.maximum(np.abs(forecasts), floor), power)
-    return level_scale
-
-
-def _calibration_loss(
-    forecasts: FloatArray, actuals: FloatArray, scale: FloatArray, level: float
-) -> float:
-    z = (actuals - forecasts) / scale
-    total, count = 0.0, 0
-    for k in range(z.shape[1]):
-        keep = np.isfinite(z[:, k])
-        if keep.sum() < _MIN_ERRORS_PER_STEP:
-            continue
-        q = np.quantile(z[keep, k], level)
-        upper = forecasts[keep, k] + q * scale[keep, k]
-        total += float(pinball(actuals[keep, k], upper, level).sum())
-        count += int(keep.sum())
-    return total / count if count else math.inf
-
-
-def _last_usable(z: tuple[FloatArray, ...]) -> FloatArray:
-    for col in reversed(z):
-        if col.size >= _MIN_ERRORS_PER_STEP:
-            return col
-    return np.concatenate(z) if z else np.empty(0)
 
 
 class Model(ABC):
@@ -326,6 +209,7 @@ class Model(ABC):
         if self.nonnegative_:
             mean = np.maximum(mean, 0.0)
         paths: dict[float, FloatArray] = {}
+        peaks: dict[float, float] = {}
         for level in quantiles:
             if not 0.0 < level < 1.0:
                 raise ValueError(f"quantile level must be in (0, 1), got {level}")
@@ -335,13 +219,18 @@ class Model(ABC):
             if self.nonnegative_:
                 path = np.maximum(path, 0.0)
             paths[level] = path
-        return Forecast(mean=mean, quantiles=paths)
+            if calibration.peak is not None:
+                peak = calibration.peak.bound(mean, level, self.volatility_)
+                peaks[level] = max(peak, 0.0) if self.nonnegative_ else peak
+        return Forecast(mean=mean, quantiles=paths, peaks=peaks)
 
     def describe(self) -> dict[str, Any]:
         info: dict[str, Any] = {"model": self.name, "params": self._params()}
         if self.calibration_ is not None:
             info["calibration_origins"] = int(self.calibration_.forecasts.shape[0])
             info["scale_power"] = self.calibration_.power
+            if self.calibration_.peak is not None:
+                info["peak_scale_power"] = self.calibration_.peak.power
         if self.notes_:
             info["notes"] = list(self.notes_)
         return info

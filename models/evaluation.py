@@ -2,8 +2,10 @@
 
 From every origin in the evaluation window each model forecasts ``horizon`` steps ahead
 using only the data up to that origin; the forecast for the last step is compared with
-what happened. Models are refitted every ``refit_points`` on the latest
-``history_points`` and absorb each new point in between, exactly as the live loop does.
+what happened (per-step figures), and so is its window-peak bound with the highest value
+of the window's steps (window-peak figures: what the decision uses). Models are refitted
+every ``refit_points`` on the latest ``history_points`` and absorb each new point in
+between, exactly as the live loop does.
 All single models are the candidates ``auto`` fitted, so one fit serves both.
 """
 
@@ -16,7 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from models.auto import Auto
-from models.base import FloatArray, Forecaster, pinball
+from models.base import FloatArray, Forecaster
+from models.calibration import pinball
 from models.errors import InsufficientHistory
 from models.registry import fit_model, make_model
 from models.series import as_series, naive_scale
@@ -35,6 +38,16 @@ class ModelScore:
     """Pinball loss of the upper quantile, over the same scale."""
     coverage: float
     """Share of actuals at or below the upper quantile."""
+    peak_mase: float
+    """Mean absolute error of the forecast window peak (max of the mean path over steps
+    1..horizon) against the realised peak, over the same scale."""
+    peak_pinball: float
+    """Pinball loss of the window-peak bound against the realised peak, over the scale."""
+    peak_coverage: float
+    """Share of realised window peaks at or below the window-peak bound."""
+    path_peak_coverage: float
+    """Share of realised window peaks at or below the maximum of the per-step upper path
+    (what the decision used before the window-peak bound)."""
     fit_seconds: float
     """Mean wall time of one fit."""
     forecast_ms: float
@@ -68,6 +81,9 @@ def evaluate(
     origins = np.arange(eval_start - 1, n - horizon)
     means = {name: np.empty(len(origins)) for name in names}
     uppers = {name: np.empty(len(origins)) for name in names}
+    peak_means = {name: np.empty(len(origins)) for name in names}
+    peak_bounds = {name: np.empty(len(origins)) for name in names}
+    path_peaks = {name: np.empty(len(origins)) for name in names}
     fit_time = {name: 0.0 for name in names}
     forecast_time = {name: 0.0 for name in names}
     fits = 0
@@ -85,22 +101,36 @@ def evaluate(
             started = time.perf_counter()
             forecast = models[name].predict(horizon, (level,))
             forecast_time[name] += time.perf_counter() - started
+            upper = forecast.quantile(level)
             means[name][i] = forecast.mean[horizon - 1]
-            uppers[name][i] = forecast.quantile(level)[horizon - 1]
+            uppers[name][i] = upper[horizon - 1]
+            peak_means[name][i] = float(np.max(forecast.mean))
+            peak_bounds[name][i] = forecast.peak(level)
+            path_peaks[name][i] = float(np.max(upper))
         for model in _distinct(models.values()):
             model.update(series[origin + 1 : origin + 2])
         if progress is not None:
             progress(i + 1, len(origins))
     actual = series[origins + horizon]
     known = np.isfinite(actual)
+    # The realised peak of each window: the steps after the origin, up to the horizon.
+    windows = np.lib.stride_tricks.sliding_window_view(series[eval_start:], horizon)
+    realised = windows[: len(origins)].max(axis=1)  # NaN when a step of it is missing
+    peak_known = np.isfinite(realised)
     scores = {}
     for name in names:
         m, u, a = means[name][known], uppers[name][known], actual[known]
+        rp, pm = realised[peak_known], peak_means[name][peak_known]
+        pb, pp = peak_bounds[name][peak_known], path_peaks[name][peak_known]
         scores[name] = ModelScore(
             name=name,
             mase=float(np.abs(a - m).mean() / scale),
             pinball=float(pinball(a, u, level).mean() / scale),
             coverage=float((a <= u).mean()),
+            peak_mase=float(np.abs(rp - pm).mean() / scale),
+            peak_pinball=float(pinball(rp, pb, level).mean() / scale),
+            peak_coverage=float((rp <= pb).mean()),
+            path_peak_coverage=float((rp <= pp).mean()),
             fit_seconds=fit_time[name] / fits,
             forecast_ms=1000 * forecast_time[name] / len(origins),
             origins=int(known.sum()),

@@ -82,7 +82,8 @@ class WindowForecast:
     mean_at_horizon: float
     upper_at_horizon: float
     upper_max: float
-    """Maximum of the upper quantile over the whole window."""
+    """Calibrated upper bound (at the quantile) of the window's peak: capacity the whole
+    window needs, what the decision uses (``models.calibration.PeakCalibration``)."""
     model: str
     horizon_seconds: float
 
@@ -90,11 +91,14 @@ class WindowForecast:
 @dataclass(frozen=True)
 class BacktestSummary:
     """The fitted model's out-of-sample walk forward, at the horizon: mean absolute error,
-    coverage of the upper quantile, and how many origins they cover."""
+    coverage of the upper quantile, and how many origins they cover; and over the window:
+    coverage of the realised peak by the window-peak bound."""
 
     abs_error: float | None = None
     coverage: float | None = None
     count: int = 0
+    peak_coverage: float | None = None
+    peak_count: int = 0
 
 
 @dataclass(frozen=True)
@@ -136,10 +140,17 @@ def compute_backtest_summary(
     actual, mean, upper = calibration.errors_at(horizon_steps, quantile)
     if not actual.size:
         return BacktestSummary()
+    peak_coverage, peak_count = None, 0
+    if calibration.peak is not None:
+        peak, _, bound = calibration.peak.errors(horizon_steps, quantile)
+        if peak.size:
+            peak_coverage, peak_count = float(np.mean(peak <= bound)), int(peak.size)
     return BacktestSummary(
         float(np.mean(np.abs(actual - mean))),
         float(np.mean(actual <= upper)),
         int(actual.size),
+        peak_coverage,
+        peak_count,
     )
 
 
@@ -174,6 +185,7 @@ def compact_fit(
                 power=full.power,
                 floor=full.floor,
                 z=(),
+                peak=full.peak.compact(quantile, kept) if full.peak else None,
                 _cache={(quantile, kept): path},
                 summary=summary,
             )
@@ -278,7 +290,9 @@ class TargetForecaster:
         steps = min(s.steps_to_cover(age_seconds), s.kept_steps)
         forecast = self.fit_.model.predict(steps, (s.quantile,))
         upper = forecast.quantile(s.quantile)
-        peak = float(np.max(upper))
+        # The decision needs the window's peak: its own calibrated bound, not the maximum of
+        # the per-step quantiles (which covers the peak far less often than it claims).
+        peak = forecast.peak(s.quantile)
         if not math.isfinite(peak):
             raise ValueError("model produced a non-finite forecast")
         return WindowForecast(
