@@ -412,12 +412,13 @@ def _make_lanes(
 def _forecast_uppers(
     forecaster: TargetForecaster, quantiles: tuple[float, ...]
 ) -> dict[float, float | None]:
-    """Per quantile, the maximum of its path over the window; None without a model."""
+    """Per quantile, the calibrated bound of the window's peak (what the live loop decides
+    on, ``WindowForecast.upper_max``); None without a model."""
     model = forecaster.model
     if model is None:
         return dict.fromkeys(quantiles)
     forecast = model.predict(forecaster.settings.horizon_steps, quantiles)
-    return {q: float(np.max(forecast.quantile(q))) for q in quantiles}
+    return {q: forecast.peak(q) for q in quantiles}
 
 
 def _decide(

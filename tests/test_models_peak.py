@@ -6,19 +6,15 @@ reads, and must cover the realised peak as often as it claims on noise whose ans
 
 from __future__ import annotations
 
-import math
-from datetime import UTC, datetime
-
 import numpy as np
 import pytest
 
-from models import make_model
+from models import fit_model, make_model
 from models.auto import Auto
 from models.base import Model, calibration_points
 from models.calibration import pinball
 from models.series import naive_scale
-from predictive_scaler.backtest import SimulationSettings, _decide
-from predictive_scaler.decision import DecisionHistory, DecisionPolicy
+from predictive_scaler.backtest import _forecast_uppers
 from predictive_scaler.forecasting import ForecastSettings, TargetForecaster
 
 STEP = 300.0
@@ -89,13 +85,12 @@ def test_the_decision_takes_the_window_peak_bound() -> None:
     # On independent noise the peak of 10 steps is well above each step's p90.
     assert window.upper_max > path_max + 2.0, "the bound, not the max of per-step p90s"
     assert window.upper_max == pytest.approx(model.predict(H, (0.9,)).peak(0.9), rel=1e-12)
-    # The backtest's decision needs ceil(bound / target) pods.
-    sim = SimulationSettings(target=1.0, max_replicas=500, peak_replicas=20)
-    policy = DecisionPolicy(scale_up_step=1000)
-    min_replicas, _ = _decide(
-        forecaster, sim, policy, 1, DecisionHistory(), datetime(2000, 1, 1, tzinfo=UTC), 0, STEP
-    )
-    assert min_replicas == math.ceil(window.upper_max)
+    # The backtest decides on the same bound, for every quantile it sweeps.
+    assert _forecast_uppers(forecaster, (0.9,)) == {0.9: pytest.approx(window.upper_max)}
+    # (The backtest fits uncompacted, so that it can sweep the quantile.)
+    forecaster.adopt(fit_model("ses", y, STEP, H))
+    uppers = _forecast_uppers(forecaster, (0.8, 0.9))
+    assert uppers[0.8] is not None and uppers[0.8] < window.upper_max
 
 
 def test_the_bound_covers_the_peak_of_known_noise_out_of_sample() -> None:
