@@ -184,6 +184,9 @@ def run_backtest(args: argparse.Namespace) -> int:
                     "mase": s.mase,
                     f"pinball_{key}": s.pinball,
                     f"coverage_{key}": s.coverage,
+                    "peak_mase": s.peak_mase,
+                    f"peak_pinball_{key}": s.peak_pinball,
+                    f"peak_coverage_{key}": s.peak_coverage,
                     "fit_seconds": s.fit_seconds,
                     "forecast_ms": s.forecast_ms,
                     "origins": s.origins,
@@ -258,13 +261,16 @@ def run_backtest(args: argparse.Namespace) -> int:
 
 def _print_forecast_table(scores: Any, horizon_seconds: float, key: str) -> None:
     print(f"\nforecast accuracy at {horizon_seconds / 60:g} min ahead (rolling origin):")
+    print("  per step at the horizon | window peak over steps 1..horizon (what the decision uses)")
     print(
         f"  {'model':<15}{'MASE':>8}{'pinball ' + key:>14}{'coverage ' + key:>14}"
+        f"{'peak MASE':>11}{'peak pinball':>14}{'peak coverage':>15}"
         f"{'fit s':>8}{'forecast ms':>13}"
     )
     for name, s in scores.items():
         print(
             f"  {name:<15}{s.mase:>8.3f}{s.pinball:>14.3f}{s.coverage:>14.3f}"
+            f"{s.peak_mase:>11.3f}{s.peak_pinball:>14.3f}{s.peak_coverage:>15.3f}"
             f"{s.fit_seconds:>8.2f}{s.forecast_ms:>13.3f}"
         )
     chosen = scores["auto"].chosen if "auto" in scores else None

@@ -227,6 +227,7 @@ def report_to_json(
                     "method": "out-of-sample walk forward at the horizon (held-out recent history)",
                     "meanAbsError": s.backtest_abs_error,
                     "coverage": s.backtest_coverage,
+                    "windowPeakCoverage": s.backtest_peak_coverage,
                     "forecasts": s.backtest_count,
                 },
             }
@@ -244,6 +245,10 @@ def _error_text(label: str, mae: float | None, coverage: float | None, q: str) -
         return f"{label} -"
     covered = "-" if coverage is None else f"{100 * coverage:.0f}% <= {q}"
     return f"{label} {_num(mae, 3)}, {covered}"
+
+
+def _peak_text(coverage: float | None, q: str) -> str:
+    return "" if coverage is None else f", window peak {100 * coverage:.0f}% <= {q}"
 
 
 def format_table(
@@ -274,6 +279,7 @@ def format_table(
             seen = figures.get((r.target, s.name)) or LiveFigures("")
             err = (
                 _error_text("backtest", s.backtest_abs_error, s.backtest_coverage, q)
+                + _peak_text(s.backtest_peak_coverage, q)
                 + " | "
                 + _error_text("live", seen.abs_error, seen.coverage, q)
             )

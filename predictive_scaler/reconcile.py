@@ -178,19 +178,23 @@ class SignalReport:
     """Mean forecast at the horizon."""
     upper_at_horizon: float | None = None
     upper_max: float | None = None
-    """Maximum of the upper quantile over the horizon: what the decision uses."""
+    """Calibrated upper bound of the window's peak: what the decision uses."""
     target_per_pod: float | None = None
     needed: int | None = None
     model: str | None = None
     live_abs_error: float | None = None
     """Rolling mean absolute error of this process's forecasts that came due."""
     live_coverage: float | None = None
+    live_peak_coverage: float | None = None
+    """Rolling share of due windows whose realised peak was at or below the bound."""
     live_count: int = 0
     backtest_abs_error: float | None = None
     """Mean absolute error at the horizon of the model's out-of-sample walk forward over the
     held-out recent history (measured at the last refit)."""
     backtest_coverage: float | None = None
     backtest_count: int = 0
+    backtest_peak_coverage: float | None = None
+    """Share of the walk forward's window peaks at or below the window-peak bound."""
     points: int = 0
     """Demand points in the buffer."""
     fresh_until: datetime | None = None
@@ -297,6 +301,10 @@ class _Pending:
     due: float
     mean: float
     upper: float
+    start: float = math.nan
+    """First step of the window (the one after the newest point seen)."""
+    peak: float = math.nan
+    """The window-peak bound the decision took."""
 
 
 @dataclass
@@ -324,6 +332,7 @@ class _SignalState:
     pending: deque[_Pending] = field(default_factory=deque)
     errors: deque[float] = field(default_factory=lambda: deque(maxlen=LIVE_ERROR_WINDOW))
     covered: deque[bool] = field(default_factory=lambda: deque(maxlen=LIVE_ERROR_WINDOW))
+    peak_covered: deque[bool] = field(default_factory=lambda: deque(maxlen=LIVE_ERROR_WINDOW))
     fit_problem: str | None = None
     newest_sample: float | None = None
     """Epoch seconds of the newest sample seen, by its own timestamp (None when the query's
@@ -391,6 +400,23 @@ class _SignalState:
         if 0 <= index < self.size:
             return self._at(index)
         return math.nan
+
+    def settle(self) -> None:
+        """Score past forecasts whose time has come against what happened."""
+        last = self.last
+        while self.pending and last is not None and self.pending[0].due <= last:
+            item = self.pending.popleft()
+            actual = self.value_at(item.due)
+            if math.isfinite(actual):
+                self.errors.append(abs(actual - item.mean))
+                self.covered.append(actual <= item.upper + 1e-12)
+            # The window's realised peak against the bound the decision took on it; only a
+            # window with every step observed is scored.
+            if math.isfinite(item.peak) and math.isfinite(item.start):
+                steps = round((item.due - item.start) / self.step) + 1
+                seen = [self.value_at(item.start + k * self.step) for k in range(steps)]
+                if seen and all(math.isfinite(v) for v in seen):
+                    self.peak_covered.append(max(seen) <= item.peak + 1e-12)
 
     def observed_seconds(self) -> float:
         """From the oldest observed (finite) point to the newest point: how much history the
@@ -1067,7 +1093,11 @@ class TargetReconciler:
         if problem is None and last is not None:
             state.pending.append(
                 _Pending(
-                    last + window.horizon_seconds, window.mean_at_horizon, window.upper_at_horizon
+                    last + window.horizon_seconds,
+                    window.mean_at_horizon,
+                    window.upper_at_horizon,
+                    last + state.step,
+                    window.upper_max,
                 )
             )
         return self._report(base, state, window, problem)
@@ -1089,10 +1119,12 @@ class TargetReconciler:
             model=window.model,
             live_abs_error=float(np.mean(state.errors)) if state.errors else None,
             live_coverage=float(np.mean(state.covered)) if state.covered else None,
+            live_peak_coverage=(float(np.mean(state.peak_covered)) if state.peak_covered else None),
             live_count=len(state.errors),
             backtest_abs_error=backtest.abs_error,
             backtest_coverage=backtest.coverage,
             backtest_count=backtest.count,
+            backtest_peak_coverage=backtest.peak_coverage,
             points=state.size,
             fresh_until=_fresh_until(state, self.policy.stale_after_seconds),
         )
@@ -1214,14 +1246,7 @@ class TargetReconciler:
         return mask_ranges(start, self.settings.step_seconds, values, ranges)
 
     def _settle(self, state: _SignalState) -> None:
-        """Score past forecasts whose time has come against what happened."""
-        last = state.last
-        while state.pending and last is not None and state.pending[0].due <= last:
-            item = state.pending.popleft()
-            actual = state.value_at(item.due)
-            if math.isfinite(actual):
-                state.errors.append(abs(actual - item.mean))
-                state.covered.append(actual <= item.upper + 1e-12)
+        state.settle()
 
     async def _refit_or_observe(self, state: _SignalState, new: FloatArray) -> str | None:
         """Refit when due (off the event loop), else absorb the new points; the problem if the

@@ -23,6 +23,9 @@ def test_backtest_on_the_bundled_trace_writes_json_and_png(
     assert {"persistence", "seasonal_naive", "auto"} <= set(models)
     for figures in models.values():
         assert set(figures) >= {"mase", "pinball_p90", "coverage_p90", "fit_seconds"}
+        # Window-peak figures next to the per-step ones: what the decision uses.
+        assert 0.8 <= figures["peak_coverage_p90"] <= 1.0
+        assert {"peak_mase", "peak_pinball_p90"} <= set(figures)
     assert set(report["scaling"]) == {"reactive", "predictive", "oracle"}
     for figures in report["scaling"].values():
         assert set(figures) == {
@@ -50,6 +53,7 @@ def test_backtest_on_the_bundled_trace_writes_json_and_png(
     printed = capsys.readouterr().out
     assert "each alternative swept over its knob is short" in printed
     assert "forecast accuracy at 10 min ahead" in printed
+    assert "peak coverage" in printed
     assert "scaling over the evaluation window" in printed
 
 
