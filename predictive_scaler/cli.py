@@ -64,6 +64,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
 def _non_negative_int(text: str) -> int:
     value = int(text)
     if value < 0:
@@ -396,6 +403,14 @@ def _add_cluster_commands(commands: Any) -> None:
         metavar="N",
         help="fit models in N worker processes (default 0: a thread of the controller)",
     )
+    run.add_argument(
+        "--fit-timeout",
+        type=_positive_float,
+        default=300.0,
+        metavar="SECONDS",
+        help="budget of one fit from submission; a fit over it is abandoned, its worker "
+        "process replaced, and the target holds on bad data that cycle (default 300)",
+    )
     run.set_defaults(handler=run_controller_command)
 
     rec = commands.add_parser(
@@ -435,6 +450,7 @@ def run_controller_command(args: argparse.Namespace) -> int:
         shard_index=args.shard_index,
         shard_count=args.shard_count,
         fit_workers=args.fit_workers,
+        fit_timeout_seconds=args.fit_timeout,
     )
     return asyncio.run(run_controller(options))
 

@@ -355,9 +355,19 @@ class HealthState:
     last_tick: float | None = None
     config_loaded: bool = False
     first_cycle_done: bool = False
+    checks: dict[str, Callable[[], str | None]] = field(default_factory=dict)
+    """Named liveness checks beyond the loop's tick (the fit pool); each returns why it
+    fails, or ``None``."""
 
     def tick(self) -> None:
         self.last_tick = self.monotonic()
+
+    def add_check(self, name: str, check: Callable[[], str | None]) -> None:
+        self.checks[name] = check
+
+    def problems(self) -> list[str]:
+        """``name: why`` of every failing check."""
+        return [f"{name}: {why}" for name, check in self.checks.items() if (why := check())]
 
     @property
     def alive(self) -> bool:
@@ -381,9 +391,12 @@ def make_app(metrics: ControllerMetrics, health: HealthState) -> web.Application
         return response
 
     async def healthz(_request: web.Request) -> web.Response:
-        if health.alive:
-            return web.Response(text="ok\n")
-        return web.Response(status=503, text="loop not ticking\n")
+        if not health.alive:
+            return web.Response(status=503, text="loop not ticking\n")
+        problems = health.problems()
+        if problems:
+            return web.Response(status=503, text="".join(f"{p}\n" for p in problems))
+        return web.Response(text="ok\n")
 
     async def readyz(_request: web.Request) -> web.Response:
         if health.ready:

@@ -721,10 +721,25 @@ class TargetReconciler:
 
         await self._resolve_pods(snapshot, now)
         reports = [
-            self._with_target(await self._forecast_signal(state, now), snapshot, state.signal)
+            self._with_target(await self._contained_signal(state, now), snapshot, state.signal)
             for state in self._signals.values()
         ]
         return await self._decide_and_apply(snapshot, reports, now)
+
+    async def _contained_signal(self, state: _SignalState, now: datetime) -> SignalReport:
+        """The signal's report; an unexpected exception becomes its data problem, so the
+        cycle still decides (hold, then decay) instead of ending without a decision."""
+        try:
+            return await self._forecast_signal(state, now)
+        except Exception as error:  # CancelledError is not an Exception: it propagates
+            self.log.exception("signal_failed", signal=state.signal.name, error=str(error))
+            return SignalReport(
+                state.signal.name,
+                f"internal error: {type(error).__name__}: {error}",
+                self.settings.horizon_steps * self.settings.step_seconds,
+                self.settings.quantile,
+                points=state.size,
+            )
 
     async def _decide_and_apply(
         self, snapshot: HpaSnapshot, reports: list[SignalReport], now: datetime
@@ -1271,6 +1286,14 @@ class TargetReconciler:
             self.log.warning("forecast_fit_failed", signal=state.signal.name, error=str(error))
             if forecaster.model is not None:
                 forecaster.observe(new)  # keep the old model going on the new points
+            return state.fit_problem
+        except Exception as error:  # a dead worker, a fit over its budget, a model's bug
+            state.fit_problem = f"fit failed: {type(error).__name__}: {error}"
+            self.log.warning(
+                "forecast_fit_failed", signal=state.signal.name, error=state.fit_problem
+            )
+            if forecaster.model is not None:
+                forecaster.observe(new)
             return state.fit_problem
         forecaster.adopt(result, age_points=age)
         state.fit_problem = None

@@ -21,6 +21,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, TypeVar
@@ -69,8 +70,10 @@ from predictive_scaler.sharding import Shard, lease_name_for
 
 __all__ = [
     "Controller",
+    "FitTimeoutError",
     "ProcessFitRunner",
     "RunOptions",
+    "ThreadFitRunner",
     "run_controller",
 ]
 
@@ -78,6 +81,9 @@ DEFAULT_CONCURRENCY: Final = 16
 PREFETCH_WAVE: Final = 200
 """Due targets whose range queries are batched and held at once (bounds the memory of a
 first cycle, when each answer is a whole history)."""
+DEFAULT_FIT_TIMEOUT_SECONDS: Final = 300.0
+"""Budget of one fit, from submission (a fit of 7 days at 1-minute steps takes seconds; the
+budget also covers the wait behind the other fits in flight)."""
 MAX_LOOP_SLEEP_SECONDS: Final = 5.0
 """The loop wakes at least this often, so /healthz stays fresh and a stop is seen."""
 
@@ -119,6 +125,8 @@ class RunOptions:
     max_concurrency: int = DEFAULT_CONCURRENCY
     fit_workers: int = 0
     """Processes that fit models; 0 fits in a thread of this process."""
+    fit_timeout_seconds: float = DEFAULT_FIT_TIMEOUT_SECONDS
+    """Budget of one fit; a fit over it is abandoned (its worker process stopped)."""
     shard_index: int = 0
     """This controller's shard, ``0 <= shard_index < shard_count``."""
     shard_count: int = 1
@@ -175,6 +183,10 @@ class _SourceSwitch:
             self.source = None
 
 
+class FitTimeoutError(TimeoutError):
+    """A fit ran past its time budget; it was abandoned (and its worker process stopped)."""
+
+
 class ProcessFitRunner:
     """Fits models in worker processes (the reconcilers' ``fit_runner`` hook).
 
@@ -183,24 +195,133 @@ class ProcessFitRunner:
     loop or of open sockets) and receive ``functools.partial(fit_compact, ...)`` with plain
     arguments; the compact fit they send back is a few kB. At most ``2 * workers`` fits are
     in flight, so a cold start does not queue every target's history at once.
+
+    The pool heals itself. A ``ProcessPoolExecutor`` whose worker died (an OOM kill) refuses
+    every later job, so a broken pool is replaced by a new one: the fits that were in it fail
+    once (the callers hold on bad data for that cycle), the next ones run. A fit that outlives
+    ``timeout_seconds`` (counted from submission, so the budget must cover a wait behind
+    ``2 * workers - 1`` others) is abandoned with :class:`FitTimeoutError` and the pool's
+    workers are killed and replaced: a worker stuck in a fit would otherwise keep its slot
+    for good. :meth:`problem` names a fitter that keeps breaking, for ``/healthz``.
     """
 
-    def __init__(self, workers: int) -> None:
+    def __init__(
+        self,
+        workers: int,
+        *,
+        timeout_seconds: float | None = None,
+        max_consecutive_failures: int = 5,
+    ) -> None:
         if workers < 1:
             raise ValueError(f"fit workers must be at least 1, got {workers}")
-        import multiprocessing
-
         self.workers = workers
-        self._pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+        self.timeout_seconds = timeout_seconds
+        self.max_consecutive_failures = max_consecutive_failures
+        self.pools_replaced = 0
+        """Pools made anew after a worker died or a fit ran over its budget."""
+        self._failures = 0
+        self._last_failure = ""
+        self._generation = 0
+        self._pool = self._new_pool()
         self._slots = asyncio.Semaphore(2 * workers)
 
+    def _new_pool(self) -> ProcessPoolExecutor:
+        import multiprocessing
+
+        return ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
+
     async def __call__(self, fit: Callable[[], _FitT]) -> _FitT:
+        loop = asyncio.get_running_loop()
         async with self._slots:
-            return await asyncio.get_running_loop().run_in_executor(self._pool, fit)
+            generation, pool = self._generation, self._pool
+            try:
+                future = loop.run_in_executor(pool, fit)
+            except BrokenProcessPool:
+                # Broken before this job went in (a worker died while idle): it never ran.
+                self._replace(generation, "a worker process died")
+                generation, pool = self._generation, self._pool
+                future = loop.run_in_executor(pool, fit)
+            try:
+                async with asyncio.timeout(self.timeout_seconds) as budget:
+                    result = await future
+            except TimeoutError as error:
+                if not budget.expired():
+                    raise  # the fit's own TimeoutError
+                _kill_workers(pool)
+                self._replace(generation, f"a fit ran over its {self.timeout_seconds:g}s budget")
+                raise FitTimeoutError(
+                    f"fit ran over its budget of {self.timeout_seconds:g}s; worker stopped"
+                ) from error
+            except BrokenProcessPool:
+                self._replace(generation, "a worker process died")
+                raise
+            except Exception:
+                self._failures = 0  # the fit itself failed: the pool works
+                raise
+            self._failures = 0
+            return result
+
+    def _replace(self, generation: int, why: str) -> None:
+        """Swap in a new pool, once per broken one (its other callers find it replaced)."""
+        if generation != self._generation:
+            return
+        old = self._pool
+        self._pool = self._new_pool()
+        self._generation += 1
+        self._failures += 1
+        self._last_failure = why
+        self.pools_replaced += 1
+        old.shutdown(wait=False, cancel_futures=True)
+        log.warning(
+            "fit_pool_replaced", why=why, consecutive=self._failures, total=self.pools_replaced
+        )
+
+    def problem(self) -> str | None:
+        """Why the fitter is unusable: its pool broke ``max_consecutive_failures`` times
+        in a row with no fit completing in between; ``None`` while it works."""
+        if self._failures >= self.max_consecutive_failures:
+            return (
+                f"the fit pool broke {self._failures} times in a row without a fit "
+                f"completing (last: {self._last_failure})"
+            )
+        return None
 
     def close(self) -> None:
-        """Stop the workers (waits for running fits; safe to call twice)."""
+        """Stop the workers at once (fits still running are worthless at shutdown; a hung
+        one would block a graceful wait forever). Safe to call twice."""
+        _kill_workers(self._pool)
         self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _kill_workers(pool: ProcessPoolExecutor) -> None:
+    # ProcessPoolExecutor has no public way to stop a running job before Python 3.14's
+    # terminate_workers(); its ``_processes`` map (pid -> Process) has been stable since 3.2.
+    processes: dict[int, Any] = getattr(pool, "_processes", None) or {}
+    for process in list(processes.values()):
+        with contextlib.suppress(OSError, ValueError):
+            process.kill()
+
+
+class ThreadFitRunner:
+    """Fits in a thread of this process (``--fit-workers 0``), within a time budget.
+
+    A thread cannot be stopped: a fit over its budget is abandoned (the cycle holds on bad
+    data) and runs on in its thread. Use worker processes where fits may hang.
+    """
+
+    def __init__(self, timeout_seconds: float | None = None) -> None:
+        self.timeout_seconds = timeout_seconds
+
+    async def __call__(self, fit: Callable[[], _FitT]) -> _FitT:
+        try:
+            async with asyncio.timeout(self.timeout_seconds) as budget:
+                return await asyncio.to_thread(fit)
+        except TimeoutError as error:
+            if not budget.expired():
+                raise
+            raise FitTimeoutError(
+                f"fit ran over its budget of {self.timeout_seconds:g}s; abandoned"
+            ) from error
 
 
 class Controller:
@@ -229,7 +350,7 @@ class Controller:
         self.config_origin = config_origin
         self.metrics = metrics or ControllerMetrics(clock=clock)
         self.health = health or HealthState()
-        self.fit_runner = fit_runner
+        self.fit_runner: FitRunner = fit_runner or ThreadFitRunner(DEFAULT_FIT_TIMEOUT_SECONDS)
         self.config: Config | None = None
         self.reconcilers: dict[TargetKey, TargetReconciler] = {}
         self.pending_restores: dict[TargetKey, TargetReconciler] = {}
@@ -383,9 +504,6 @@ class Controller:
         log.info("config_reloaded", targets=len(wanted), disabled=len(config.targets) - len(wanted))
 
     def _reconciler(self, target: Target) -> TargetReconciler:
-        kwargs: dict[str, Any] = {}
-        if self.fit_runner is not None:
-            kwargs["fit_runner"] = self.fit_runner
         kube: HpaApi = self.kube
         return TargetReconciler(
             target,
@@ -394,7 +512,7 @@ class Controller:
             clock=self.clock,
             may_patch=self.may_patch,
             dry_run=self.dry_run,
-            **kwargs,
+            fit_runner=self.fit_runner,
         )
 
     # ------------------------------------------------------------------ cycles
@@ -550,8 +668,10 @@ def _problem_kind(problem: str) -> str:
         return "prometheus"
     if problem.startswith(("no data", "stale")):
         return "data"
-    if problem.startswith(("history too short", "no model", "forecast failed")):
+    if problem.startswith(("history too short", "no model", "forecast failed", "fit failed")):
         return "fit"
+    if problem.startswith("internal error"):
+        return "internal"
     if problem.startswith("no target per pod"):
         return "config"
     return "data"
@@ -667,7 +787,14 @@ async def run_controller(
     kube = KubeClient(api_client, reporting_instance=_identity(options))
     origin = ObjectRef("v1", "ConfigMap", *config_map) if config_map else None
     health = HealthState()
-    fit_runner = ProcessFitRunner(options.fit_workers) if options.fit_workers > 0 else None
+    fit_runner: ProcessFitRunner | ThreadFitRunner
+    if options.fit_workers > 0:
+        fit_runner = ProcessFitRunner(
+            options.fit_workers, timeout_seconds=options.fit_timeout_seconds
+        )
+        health.add_check("fit_pool", fit_runner.problem)
+    else:
+        fit_runner = ThreadFitRunner(options.fit_timeout_seconds)
     controller = Controller(
         kube,
         prometheus_url=options.prometheus_url,
@@ -775,7 +902,7 @@ async def run_controller(
             await external.close()
         await controller.aclose()
         await api_client.close()
-        if fit_runner is not None:
+        if isinstance(fit_runner, ProcessFitRunner):
             await asyncio.to_thread(fit_runner.close)
         log.info("controller_stopped")
 
