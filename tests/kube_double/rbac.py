@@ -59,6 +59,8 @@ class RequestRecord:
     allowed: bool
     status: int | None = None
     """The HTTP status answered; ``None`` for a watch its client cut off (no final status)."""
+    body: bytes | None = None
+    """The request body of a write (PATCH, PUT, POST), as sent, so tests can assert it."""
 
 
 def rule_allows(rule: PolicyRule, attrs: RequestAttributes) -> bool:

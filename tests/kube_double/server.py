@@ -625,6 +625,8 @@ class KubeDouble:
         method = request.method.upper()
         query = dict(request.query)
         record_args: dict[str, Any] = {"method": method, "path": request.path, "query": query}
+        if method in {"PATCH", "PUT", "POST"}:
+            record_args["body"] = await request.read()  # aiohttp keeps it for the handler
         for fault in self._faults:
             if fault.matches(method, request.path):
                 fault.remaining -= 1
