@@ -90,7 +90,7 @@ class HoltWinters(Model):
         self.beta_ = 1.0 - (1.0 - beta) ** (1.0 / factor)
         self.phi_ = phi ** (1.0 / factor)
         self.gamma_ = gamma
-        self.coarse_alpha_, self.factor_ = alpha, factor
+        self.factor_ = factor
         self.season_ = periodic_profile(season0, factor) if coarse_period else np.zeros(1)
         self.level_, self.trend_ = level0, trend0 / factor
         self.slot_ = 0

@@ -70,10 +70,6 @@ class FitResult:
     model: Forecaster
     notes: list[str] = field(default_factory=list)
 
-    @property
-    def fell_back(self) -> bool:
-        return self.model.name != self.requested
-
 
 def fit_model(
     name: str,

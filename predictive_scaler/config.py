@@ -1211,10 +1211,6 @@ class Exclusion:
     reason: str = ""
     """Why the range is excluded (free text)."""
 
-    def contains(self, when: datetime) -> bool:
-        """Whether the aware datetime ``when`` falls inside ``[start, end)``."""
-        return self.start <= when < self.end
-
 
 @dataclass(frozen=True)
 class Policy:

@@ -7,26 +7,10 @@ controller's own actions back into its input.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 import numpy.typing as npt
 
 FloatArray = npt.NDArray[np.float64]
-
-
-def compute_pod_sum(per_pod: Sequence[FloatArray]) -> FloatArray:
-    """Sum of per-pod gauges at each step; NaN only where no pod reported.
-
-    A pod that is absent at a step (not ready, not yet scraped) contributes nothing, which
-    is what the HPA sees too.
-    """
-    if not per_pod:
-        raise ValueError("no pod series to sum")
-    stacked = np.vstack([np.asarray(s, dtype=np.float64) for s in per_pod])
-    reported = np.isfinite(stacked).any(axis=0)
-    total: FloatArray = np.where(reported, np.nansum(stacked, axis=0), np.nan)
-    return total
 
 
 def compute_demand(

@@ -438,14 +438,6 @@ class KubeClient:
             body["metadata"] = {"annotations": dict(annotations)}
         return await self._merge_patch_hpa(snapshot, body)
 
-    async def patch_hpa_annotations(
-        self, snapshot: HpaSnapshot, annotations: Mapping[str, str | None]
-    ) -> HpaSnapshot:
-        """Set or remove (``None``) annotations only; resourceVersion-guarded like above."""
-        return await self._merge_patch_hpa(
-            snapshot, {"metadata": {"annotations": dict(annotations)}}
-        )
-
     # --- Events
 
     async def create_event(

@@ -13,7 +13,7 @@ data goes stale (newest sample + ``staleAfter``), and the store withdraws it the
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Final
@@ -318,9 +318,6 @@ class ControllerMetrics:
     def generate_latest(self) -> bytes:
         self.withdraw_stale()
         return _generate_latest(self.registry)
-
-    def known_targets(self) -> Iterable[str]:
-        return tuple(self._series)
 
     def published(self, metric: str) -> list[PublishedValue]:
         """The current values of one per-target gauge (by its name on ``/metrics``, e.g.

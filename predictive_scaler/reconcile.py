@@ -187,7 +187,6 @@ class SignalReport:
     live_coverage: float | None = None
     live_peak_coverage: float | None = None
     """Rolling share of due windows whose realised peak was at or below the bound."""
-    live_count: int = 0
     backtest_abs_error: float | None = None
     """Mean absolute error at the horizon of the model's out-of-sample walk forward over the
     held-out recent history (measured at the last refit)."""
@@ -1135,7 +1134,6 @@ class TargetReconciler:
             live_abs_error=float(np.mean(state.errors)) if state.errors else None,
             live_coverage=float(np.mean(state.covered)) if state.covered else None,
             live_peak_coverage=(float(np.mean(state.peak_covered)) if state.peak_covered else None),
-            live_count=len(state.errors),
             backtest_abs_error=backtest.abs_error,
             backtest_coverage=backtest.coverage,
             backtest_count=backtest.count,

@@ -5,21 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from predictive_scaler.demand import compute_demand, compute_pod_sum, compute_uncorrected
-
-
-def test_sum_over_pods_ignores_absent_pods_but_not_all_absent() -> None:
-    a = np.array([0.5, np.nan, np.nan])
-    b = np.array([0.25, 0.75, np.nan])
-    np.testing.assert_array_equal(compute_pod_sum([a, b])[:2], [0.75, 0.75])
-    assert np.isnan(compute_pod_sum([a, b])[2])
-
-
-def test_sum_not_average_adding_pods_does_not_lower_demand() -> None:
-    # 3 pods' worth of cache spread over 4 pods, then over 6: demand stays 3.
-    four = [np.array([0.75])] * 4
-    six = [np.array([0.5])] * 6
-    assert compute_pod_sum(four)[0] == pytest.approx(compute_pod_sum(six)[0])
+from predictive_scaler.demand import compute_demand, compute_uncorrected
 
 
 def test_saturation_correction_recovers_queued_demand() -> None:

@@ -172,20 +172,9 @@ async def test_patch_with_stale_snapshot_conflicts_and_changes_nothing(
 
     with pytest.raises(ConflictError) as caught:
         await kube.patch_hpa_min_replicas(stale, 6, {ANNOTATION_REASON: "raised"})
-    with pytest.raises(ConflictError):
-        await kube.patch_hpa_annotations(stale, {ANNOTATION_REASON: "raised"})
 
     assert caught.value.status == 409
     assert _stored_hpa(kube_server) == before
-
-
-async def test_patch_annotations_only(kube_server: KubeDouble, kube: KubeClient) -> None:
-    before = kube_server.put_object(make_hpa(NS, "llm", 2, 12))
-    snapshot = await kube.read_hpa(NS, "llm")
-    patched = await kube.patch_hpa_annotations(snapshot, {ANNOTATION_REASON: "held"})
-    after = _stored_hpa(kube_server)
-    assert after["spec"] == before["spec"]
-    assert patched.annotations == {ANNOTATION_REASON: "held"}
 
 
 async def test_invalid_min_replicas_is_rejected(kube_server: KubeDouble, kube: KubeClient) -> None:
