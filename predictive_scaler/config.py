@@ -674,7 +674,8 @@ _MIN_HISTORY = _duration_field(
     "min_history_seconds",
     "1d",
     (0, 90 * 86400),
-    "Less history than this is too short to forecast seasonally; models fall back.",
+    "Less history than this, counted from the first sample, is too short to forecast: hold. "
+    "From it on the non-seasonal models decide; seasonal ones join as the history allows.",
 )
 _DRY_RUN = _boolean_field("dryRun", "dry_run", False, "Decide and report, but never patch the HPA.")
 _EXCLUDE: _Field[tuple[Exclusion, ...]] = _Field(

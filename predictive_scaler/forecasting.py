@@ -18,6 +18,7 @@ import numpy.typing as npt
 from models import FitResult, Forecaster, fit_model
 from models.auto import Auto
 from models.base import Calibration, Model
+from models.series import from_first_observed
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -246,7 +247,8 @@ class TargetForecaster:
         run anywhere (this thread, a worker thread or process); raises InsufficientHistory
         when run. The backtest and the live loop both fit through this."""
         s = self.settings
-        window = np.array(history, dtype=np.float64)[-s.history_points :]
+        # The window starts at the first sample: a fresh install has no gap before it.
+        window = from_first_observed(np.array(history, dtype=np.float64)[-s.history_points :])
         return partial(
             fit_compact,
             s.model,
