@@ -58,6 +58,10 @@ SeriesFn = Callable[[str, npt.NDArray[np.float64]], Sequence[tuple[dict[str, str
 
 _NAMESPACE: Final = re.compile(r'namespace(=~?)"((?:[^"\\]|\\.)*)"')
 _GROUPED: Final = re.compile(r"^sum\s+by\s*\(\s*namespace\s*\)")
+_LATEST: Final = re.compile(r"^max(\s+by\s*\(\s*namespace\s*\))?\s*\(\s*timestamp\s*\(")
+"""The newest sample's timestamp (reconcile's freshness query), per target when grouped."""
+_COUNT: Final = re.compile(r"^count(\s+by\s*\(\s*namespace\s*\))?\s*\(")
+"""The number of series (pods) reporting, per target when grouped."""
 
 
 @dataclass(frozen=True)
@@ -246,11 +250,18 @@ class PrometheusFaultProxy:
         ts = start + np.arange(n, dtype=np.float64) * step
         rows: list[tuple[dict[str, str], Any]] = []
         grouped = _GROUPED.match(query)
+        latest, counting = _LATEST.match(query), _COUNT.match(query)
         for namespace in namespaces:
             found = list(self.series(namespace, ts))
             if not found:
                 continue
-            if grouped or query.startswith("sum("):
+            finite = np.isfinite([np.asarray(v, dtype=np.float64) for _, v in found])
+            if latest or counting:
+                # A series sampled at every step: its newest sample is the step's own time.
+                by = latest.group(1) if latest else counting.group(1) if counting else None
+                value = np.where(finite.any(axis=0), ts, np.nan) if latest else finite.sum(axis=0)
+                rows.append(({"namespace": namespace} if by else {}, value))
+            elif grouped or query.startswith("sum("):
                 total = np.sum([np.asarray(v, dtype=np.float64) for _, v in found], axis=0)
                 rows.append(({"namespace": namespace} if grouped else {}, total))
             else:
