@@ -140,6 +140,14 @@ def run_backtest(args: argparse.Namespace) -> int:
             f"error: unknown model {args.model!r}; known: {', '.join(MODEL_NAMES)}", file=sys.stderr
         )
         return 2
+    if args.plot and not _plotting_installed():
+        # Checked before the backtest runs (minutes on a long trace), not when drawing.
+        print(
+            "error: --plot needs matplotlib, which is not installed; install the plot extra: "
+            "pip install 'predictive-scaler[plot]'",
+            file=sys.stderr,
+        )
+        return 2
     try:
         if args.trace is None:
             with resources.as_file(
@@ -264,6 +272,15 @@ def run_backtest(args: argparse.Namespace) -> int:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
         print(f"figures written to {args.json}")
     return 0
+
+
+def _plotting_installed() -> bool:
+    """matplotlib is the optional ``[plot]`` extra (the image leaves it out)."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def _print_forecast_table(scores: Any, horizon_seconds: float, key: str) -> None:

@@ -313,6 +313,18 @@ class TestDeployment:
         assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
         assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
 
+    def test_blas_threads_follow_the_cpu_limit(self, rendered: list[Manifest]) -> None:
+        """numpy/scipy size their thread pools to the node's CPUs unless told; under a 2-CPU
+        limit that oversubscribes the quota. The Downward API hands them the limit."""
+        container = _container(rendered)
+        env = {item["name"]: item for item in container["env"]}
+        for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+            ref = env[name]["valueFrom"]["resourceFieldRef"]
+            assert ref["resource"] == "limits.cpu", name
+            assert ref.get("containerName", container["name"]) == container["name"], name
+            assert str(ref.get("divisor", "1")) == "1", name
+        assert "cpu" in container["resources"]["limits"]
+
     def test_probes_and_resources(self, rendered: list[Manifest]) -> None:
         container = _container(rendered)
         ports = {port["name"]: port["containerPort"] for port in container["ports"]}
