@@ -153,7 +153,16 @@ def deployment_args() -> tuple[list[str], dict[str, str]]:
     deployment = find_object(render("base"), "Deployment", "predictive-scaler")
     [container] = deployment["spec"]["template"]["spec"]["containers"]
     fields = {"metadata.name": RUN_IDENTITY, "metadata.namespace": NAMESPACE}
-    env = {e["name"]: fields[e["valueFrom"]["fieldRef"]["fieldPath"]] for e in container["env"]}
+    limits = container["resources"]["limits"]
+    env = {
+        e["name"]: (
+            fields[e["valueFrom"]["fieldRef"]["fieldPath"]]
+            if "fieldRef" in e["valueFrom"]
+            # resourceFieldRef limits.cpu, divisor 1: the kubelet rounds up to whole CPUs.
+            else str(limits[e["valueFrom"]["resourceFieldRef"]["resource"].split(".")[1]])
+        )
+        for e in container["env"]
+    }
     args = [str(arg) for arg in container["args"]]
     for name, value in env.items():
         args = [arg.replace(f"$({name})", value) for arg in args]
