@@ -1,10 +1,14 @@
 """Render and inspect the manifests in ``deploy/`` for tests.
 
 Rendering uses ``kubectl kustomize`` where kubectl is installed, and otherwise a small Python
-renderer of the kustomize features the kustomizations in ``deploy/`` use: ``resources`` (files
-and directories), ``namespace`` and JSON6902 ``patches`` with a ``target``. Anything else in a
+renderer of the kustomize features the kustomizations in ``deploy/`` and the quick start's own
+kustomization use: ``resources`` (files and directories), ``namespace``, ``namePrefix`` (with
+the name references kustomize follows for the kinds in ``deploy/``), JSON6902 ``patches`` with a
+``target``, ``images``, and ``replacements`` / ``transformers`` holding builtin
+``ReplacementTransformer`` configurations (``deploy/portable``). Anything else in a
 kustomization makes the Python renderer refuse loudly rather than render something different;
-``tests/test_deploy.py`` checks that both renderers agree where kubectl exists.
+``tests/test_deploy.py`` checks that both renderers agree where kubectl exists, also for an
+install moved into another namespace with a name prefix.
 
 RBAC for the end-to-end tests: :func:`load_rbac_rules` renders a kustomization and returns the
 ``PolicyRule`` dicts bound to the controller's ServiceAccount, in the shape
@@ -36,6 +40,7 @@ __all__ = [
     "DEPLOY_DIR",
     "KUBERNETES_VERSION",
     "KUSTOMIZATIONS",
+    "PORTABLE",
     "REPO_ROOT",
     "SERVICE_ACCOUNT",
     "DockerStage",
@@ -73,6 +78,14 @@ KUSTOMIZATIONS: Final[Mapping[str, Path]] = {
 }
 """Every kustomization shipped in ``deploy/``, by the name tests use."""
 
+PORTABLE: Final[Mapping[str, Path]] = {
+    "base": DEPLOY_DIR / "portable" / "base",
+    "dry-run": DEPLOY_DIR / "portable" / "base",
+    "external-metrics": DEPLOY_DIR / "portable" / "external-metrics",
+}
+"""The ``transformers:`` entry that carries a move (``namespace:``, ``namePrefix:``) into every
+field that names the namespace or an object, per kustomization."""
+
 CLUSTER_SCOPED_KINDS: Final = frozenset(
     {
         "APIService",
@@ -94,7 +107,19 @@ PolicyRule = dict[str, list[str]]
 Renderer = Literal["auto", "kubectl", "python"]
 
 _KUSTOMIZATION_FILES: Final = ("kustomization.yaml", "kustomization.yml", "Kustomization")
-_SUPPORTED_KEYS: Final = frozenset({"apiVersion", "kind", "resources", "namespace", "patches"})
+_SUPPORTED_KEYS: Final = frozenset(
+    {
+        "apiVersion",
+        "kind",
+        "resources",
+        "namespace",
+        "namePrefix",
+        "patches",
+        "images",
+        "replacements",
+        "transformers",
+    }
+)
 _RULE_KEYS: Final = ("apiGroups", "resources", "verbs", "resourceNames")
 
 
@@ -148,6 +173,19 @@ def _kubectl_cached(directory: str) -> tuple[Manifest, ...]:
 
 def render_with_python(directory: Path) -> list[Manifest]:
     """Render a kustomization with the Python subset renderer (see the module docstring)."""
+    objects = _render_level(directory)
+    for obj in objects:
+        annotations = obj.get("metadata", {}).get("annotations")
+        if annotations is not None:
+            annotations.pop(_ORIGINAL_NAME, None)
+            if not annotations:
+                del obj["metadata"]["annotations"]
+    return objects
+
+
+def _render_level(directory: Path) -> list[Manifest]:
+    """One kustomization, in kustomize's order: resources, patches, namespace, namePrefix,
+    images, replacements, transformers; then the name references of renamed objects."""
     kustomization = _read_kustomization(directory)
     unsupported = set(kustomization) - _SUPPORTED_KEYS
     if unsupported:
@@ -157,20 +195,296 @@ def render_with_python(directory: Path) -> list[Manifest]:
         )
     objects: list[Manifest] = []
     for entry in kustomization.get("resources") or ():
-        path = (directory / str(entry)).resolve()
-        if path.is_dir():
-            objects.extend(render_with_python(path))
-        else:
-            objects.extend(_documents(path.read_text(encoding="utf-8")))
+        objects.extend(_load_entry(directory, str(entry)))
+    for obj in objects:
+        # Kept through every level, as kustomize keeps an object's original name: selectors
+        # (patch targets, replacement sources) match it as well as the current name.
+        annotations = obj.setdefault("metadata", {}).setdefault("annotations", {})
+        annotations.setdefault(_ORIGINAL_NAME, str(obj["metadata"].get("name", "")))
+    before = {id(obj): _ref_key(obj) for obj in objects}
+    for patch in kustomization.get("patches") or ():
+        _apply_patch_entry(directory, patch, objects)
     namespace = kustomization.get("namespace")
     if namespace is not None:
         for obj in objects:
-            if obj.get("kind") not in CLUSTER_SCOPED_KINDS:
-                obj.setdefault("metadata", {})["namespace"] = str(namespace)
-    for patch in kustomization.get("patches") or ():
-        _apply_patch_entry(directory, patch, objects)
+            if obj.get("kind") == "Namespace":
+                obj["metadata"]["name"] = str(namespace)
+            elif obj.get("kind") not in CLUSTER_SCOPED_KINDS:
+                obj["metadata"]["namespace"] = str(namespace)
+    prefix = kustomization.get("namePrefix")
+    if prefix:
+        for obj in objects:
+            if obj.get("kind") not in _UNPREFIXED_KINDS:
+                obj["metadata"]["name"] = f"{prefix}{obj['metadata']['name']}"
+    for image in kustomization.get("images") or ():
+        _apply_image(image, objects)
+    replacements: list[Mapping[str, Any]] = []
+    for item in kustomization.get("replacements") or ():
+        if set(item) == {"path"}:
+            loaded = yaml.safe_load((directory / str(item["path"])).read_text(encoding="utf-8"))
+            replacements.extend(loaded or ())
+        else:
+            replacements.append(item)
+    _apply_replacements(replacements, objects, directory)
+    for entry in kustomization.get("transformers") or ():
+        for config in _load_entry(directory, str(entry)):
+            if (config.get("apiVersion"), config.get("kind")) != (
+                "builtin",
+                "ReplacementTransformer",
+            ):
+                raise NotImplementedError(
+                    f"{directory}: only builtin ReplacementTransformer transformers: "
+                    f"{config.get('kind')}"
+                )
+            _apply_replacements(config.get("replacements") or (), objects, directory)
+    _fix_name_references(objects, before)
     _check_unique(objects, directory)
     return objects
+
+
+def _load_entry(directory: Path, entry: str) -> list[Manifest]:
+    path = (directory / entry).resolve()
+    if path.is_dir():
+        return _render_level(path)
+    return list(_documents(path.read_text(encoding="utf-8")))
+
+
+_ORIGINAL_NAME: Final = "internal.deploy-support/original-name"
+_UNPREFIXED_KINDS: Final = frozenset({"Namespace", "APIService", "CustomResourceDefinition"})
+"""Kinds kustomize's prefix transformer leaves alone."""
+
+
+def _original_name(obj: Mapping[str, Any]) -> str:
+    meta = obj.get("metadata") or {}
+    return str((meta.get("annotations") or {}).get(_ORIGINAL_NAME, meta.get("name", "")))
+
+
+def _ref_key(obj: Mapping[str, Any]) -> tuple[str, str, str]:
+    meta = obj.get("metadata") or {}
+    return (str(obj.get("kind")), str(meta.get("namespace") or ""), str(meta.get("name")))
+
+
+# --------------------------------------------------------------------------------------------
+# Name references (the subset of kustomize's nameReference table the manifests need)
+# --------------------------------------------------------------------------------------------
+
+
+def _fix_name_references(
+    objects: list[Manifest], before: Mapping[int, tuple[str, str, str]]
+) -> None:
+    """Point references at renamed or moved objects to their new name (and namespace), as
+    kustomize's name-reference transformer does after a level's transformations."""
+    moved: dict[tuple[str, str, str], tuple[str, str]] = {}
+    for obj in objects:
+        old = before.get(id(obj))
+        new = _ref_key(obj)
+        if old is not None and old != new:
+            moved[old] = (new[1], new[2])
+    if not moved:
+        return
+
+    def renamed(kind: str, namespace: str, name: str) -> tuple[str, str] | None:
+        return moved.get((kind, namespace, name))
+
+    for obj in objects:
+        kind = obj.get("kind")
+        namespace = str(obj.get("metadata", {}).get("namespace") or "")
+        old_namespace = before.get(id(obj), ("", namespace, ""))[1]
+        if kind in {"RoleBinding", "ClusterRoleBinding"}:
+            ref = obj.get("roleRef") or {}
+            role_ns = old_namespace if ref.get("kind") == "Role" else ""
+            target = renamed(str(ref.get("kind")), role_ns, str(ref.get("name")))
+            if target is not None:
+                ref["name"] = target[1]
+            for subject in obj.get("subjects") or ():
+                if subject.get("kind") != "ServiceAccount":
+                    continue
+                key = ("ServiceAccount", str(subject.get("namespace") or old_namespace))
+                target = renamed(*key, str(subject.get("name")))
+                if target is not None:
+                    subject["namespace"], subject["name"] = target
+        elif kind in {"Role", "ClusterRole"}:
+            for rule in obj.get("rules") or ():
+                if "configmaps" in (rule.get("resources") or ()) and rule.get("resourceNames"):
+                    rule["resourceNames"] = [
+                        (renamed("ConfigMap", old_namespace, str(n)) or ("", str(n)))[1]
+                        for n in rule["resourceNames"]
+                    ]
+        elif kind == "APIService":
+            service = (obj.get("spec") or {}).get("service")
+            if service:
+                key = ("Service", str(service.get("namespace") or ""), str(service.get("name")))
+                target = renamed(*key)
+                if target is not None:
+                    service["namespace"], service["name"] = target
+        pod = _pod_spec(obj)
+        if pod is not None:
+            account = pod.get("serviceAccountName")
+            target = renamed("ServiceAccount", old_namespace, str(account)) if account else None
+            if target is not None:
+                pod["serviceAccountName"] = target[1]
+            for volume in pod.get("volumes") or ():
+                for key, field_name, ref_kind in (
+                    ("configMap", "name", "ConfigMap"),
+                    ("secret", "secretName", "Secret"),
+                ):
+                    source = volume.get(key)
+                    if source and source.get(field_name):
+                        target = renamed(ref_kind, old_namespace, str(source[field_name]))
+                        if target is not None:
+                            source[field_name] = target[1]
+
+
+def _pod_spec(obj: Mapping[str, Any]) -> dict[str, Any] | None:
+    if obj.get("kind") not in {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job"}:
+        return None
+    spec = ((obj.get("spec") or {}).get("template") or {}).get("spec")
+    return spec if isinstance(spec, dict) else None
+
+
+# --------------------------------------------------------------------------------------------
+# images
+# --------------------------------------------------------------------------------------------
+
+
+def _split_image(image: str) -> tuple[str, str]:
+    """``(name, tag-or-digest suffix)``: ``("reg:5000/a/b", ":1.0")``."""
+    if "@" in image:
+        name, _, digest = image.partition("@")
+        return name, f"@{digest}"
+    slash = image.rfind("/")
+    colon = image.rfind(":")
+    if colon > slash:
+        return image[:colon], image[colon:]
+    return image, ""
+
+
+def _apply_image(entry: Mapping[str, Any], objects: list[Manifest]) -> None:
+    if set(entry) - {"name", "newName", "newTag", "digest"}:
+        raise NotImplementedError(f"images entry keys {sorted(entry)} are not supported")
+    for obj in objects:
+        pod = _pod_spec(obj)
+        if pod is None:
+            continue
+        for container in [*(pod.get("containers") or ()), *(pod.get("initContainers") or ())]:
+            name, suffix = _split_image(str(container.get("image", "")))
+            if name != entry["name"]:
+                continue
+            if "digest" in entry:
+                suffix = f"@{entry['digest']}"
+            elif "newTag" in entry:
+                suffix = f":{entry['newTag']}"
+            container["image"] = f"{entry.get('newName', name)}{suffix}"
+
+
+# --------------------------------------------------------------------------------------------
+# replacements
+# --------------------------------------------------------------------------------------------
+
+_SEGMENT_RE: Final = re.compile(r"\[[^\]]*\]|[^.\[]+")
+
+
+def _field_path(path: str) -> list[str]:
+    """``a.b.[k=v].c.[x.y/z]`` -> ``["a", "b", "[k=v]", "c", "[x.y/z]"]``."""
+    return [match.group() for match in _SEGMENT_RE.finditer(path)]
+
+
+def _selected(obj: Mapping[str, Any], select: Mapping[str, Any]) -> bool:
+    unsupported = set(select) - {"group", "version", "kind", "name", "namespace"}
+    if unsupported:
+        raise NotImplementedError(f"replacement selector keys {sorted(unsupported)}")
+    group, _, version = str(obj.get("apiVersion", "")).rpartition("/")
+    meta = obj.get("metadata") or {}
+    checks = {
+        "group": lambda v: v == group,
+        "version": lambda v: v == version,
+        "kind": lambda v: v == obj.get("kind"),
+        "name": lambda v: v in {meta.get("name"), _original_name(obj)},
+        "namespace": lambda v: v == meta.get("namespace"),
+    }
+    return all(checks[key](value) for key, value in select.items())
+
+
+def _lookup(node: Any, segments: Sequence[str]) -> list[tuple[Any, Any]]:
+    """Every ``(parent, key)`` the path reaches; raises when a step is missing."""
+    if not segments:
+        raise ValueError("empty field path")
+    head, rest = segments[0], segments[1:]
+    keys: list[Any]
+    if isinstance(node, list):
+        if head == "*":
+            keys = list(range(len(node)))
+        elif head.startswith("[") and "=" in head:
+            field_name, _, value = head[1:-1].partition("=")
+            keys = [i for i, item in enumerate(node) if str(item.get(field_name)) == value]
+        else:
+            keys = [int(head)]
+            if keys[0] >= len(node):
+                raise LookupError(head)
+    elif isinstance(node, dict):
+        key = head[1:-1] if head.startswith("[") else head
+        if key not in node:
+            raise LookupError(head)
+        keys = [key]
+    else:
+        raise LookupError(head)
+    if not keys:
+        raise LookupError(head)
+    if not rest:
+        return [(node, key) for key in keys]
+    found: list[tuple[Any, Any]] = []
+    for key in keys:
+        found.extend(_lookup(node[key], rest))
+    return found
+
+
+def _apply_replacements(
+    replacements: Iterable[Mapping[str, Any]], objects: list[Manifest], directory: Path
+) -> None:
+    for replacement in replacements:
+        source = replacement["source"]
+        path = str(source.get("fieldPath", "metadata.name"))
+        selector = {k: v for k, v in source.items() if k not in {"fieldPath", "options"}}
+        candidates = [obj for obj in objects if _selected(obj, selector)]
+        if len(candidates) != 1:
+            raise LookupError(f"{directory}: replacement source {source} matches {len(candidates)}")
+        [(parent, key)] = _lookup(candidates[0], _field_path(path))
+        value = parent[key]
+        if source.get("options"):
+            raise NotImplementedError("options on a replacement source")
+        for target in replacement.get("targets") or ():
+            if set(target) - {"select", "fieldPaths", "options", "reject"}:
+                raise NotImplementedError(f"replacement target keys {sorted(target)}")
+            rejects = target.get("reject") or ()
+            options = target.get("options") or {}
+            if set(options) - {"delimiter", "index"}:
+                raise NotImplementedError(f"replacement options {sorted(options)}")
+            for obj in objects:
+                if not _selected(obj, target["select"]) or any(
+                    _selected(obj, reject) for reject in rejects
+                ):
+                    continue
+                for field_path in target["fieldPaths"]:
+                    try:
+                        places = _lookup(obj, _field_path(str(field_path)))
+                    except LookupError as error:
+                        raise LookupError(
+                            f"{directory}: unable to find field {field_path!r} in replacement "
+                            f"target {object_key(obj)}"
+                        ) from error
+                    for place, item in places:
+                        place[item] = _replaced(place[item], value, options)
+
+
+def _replaced(current: Any, value: Any, options: Mapping[str, Any]) -> Any:
+    if "delimiter" not in options:
+        return copy.deepcopy(value)
+    parts = str(current).split(str(options["delimiter"]))
+    index = int(options.get("index", 0))
+    if not 0 <= index < len(parts):
+        raise IndexError(f"replacement index {index} out of range in {current!r}")
+    parts[index] = str(value)
+    return str(options["delimiter"]).join(parts)
 
 
 def _read_kustomization(directory: Path) -> Manifest:
@@ -263,6 +577,13 @@ def _apply_json_patch_operation(obj: Manifest, operation: Mapping[str, Any]) -> 
         parent = parent[int(part)] if isinstance(parent, list) else parent[part]
     last = parts[-1]
     value = copy.deepcopy(operation.get("value"))
+    if op == "test":
+        current = parent[int(last)] if isinstance(parent, list) else parent[last]
+        if current != value:
+            raise ValueError(
+                f"JSON6902 test failed at {operation['path']}: {current!r} != {value!r}"
+            )
+        return
     if op == "add":
         if isinstance(parent, list):
             if last == "-":

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -44,6 +45,7 @@ from tests.deploy_support import (
     DEPLOY_DIR,
     KUBERNETES_VERSION,
     KUSTOMIZATIONS,
+    PORTABLE,
     REPO_ROOT,
     SERVICE_ACCOUNT,
     Manifest,
@@ -622,11 +624,10 @@ class TestPrometheusRule:
         for name, item in alerts.items():
             assert set(item) <= {"alert", "expr", "for", "labels", "annotations"}, name
             assert item["labels"]["severity"] in {"critical", "warning", "info"}, name
-            assert {"summary", "description"} <= set(item["annotations"]), name
+            assert {"summary", "description", "runbook_url"} <= set(item["annotations"]), name
             assert re.fullmatch(r"[0-9]+[smh]", item["for"]), name
-        assert (
-            "predictive_scaler_forecast_coverage < 0.7"
-            in alerts["PredictiveScalerForecastCoverageLow"]["expr"]
+        assert alerts["PredictiveScalerForecastCoverageLow"]["expr"].endswith(
+            "(predictive_scaler_forecast_coverage) < 0.7"
         )
         assert 'result="failed"' in alerts["PredictiveScalerPatchesFailing"]["expr"]
 
@@ -1105,3 +1106,233 @@ def test_docs_refer_to_files_that_exist(page: str) -> None:
     assert paths, page
     for path in paths:
         assert (REPO_ROOT / path).exists(), path
+
+
+# ============================================================================ moving the install
+#
+# A platform team installs into its own namespace, often with a name prefix, from a kustomization
+# of its own on top of an overlay (docs/quickstart.md, step 4). kustomize's `namespace:` and
+# `namePrefix:` rename the objects and the references kustomize knows; every other place that
+# names the namespace or an object (inside strings, in CRD fields) is carried by the
+# ReplacementTransformers in deploy/portable, listed under `transformers:` so they run after
+# the move.
+
+MOVED_NAMESPACE = "ps-moved"
+MOVED_PREFIX = "acme-"
+#: Names of objects in the unmoved install (the namespace and the product share the first).
+OLD_NAMES = {
+    NAMESPACE,
+    CONFIGMAP,
+    "predictive-scaler-tls",
+    "predictive-scaler-selfsigned",
+}
+#: Places where "predictive-scaler" names the product, not the namespace or an object.
+PRODUCT_NAME_USES = (
+    re.compile(r"predictive-scaler\.io/"),  # the annotation domain
+    re.compile(r"/etc/predictive-scaler/"),  # a path inside the container
+    re.compile(r"predictive-scaler (?:validate-config|recommend|status|backtest|run)\b"),  # CLI
+    # The project's repository (the alerts' runbook_url).
+    re.compile(r"https://github\.com/predictive-scaler/predictive-scaler/"),
+)
+_TOKEN_SPLIT = re.compile(r"[\s/.\"'=,:;{}()\[\]`<>|$]+")
+_CODE_SPAN = re.compile(r"`([^`]*)`")
+
+
+def _relative(path: Path, start: Path) -> str:
+    # kubectl kustomize refuses absolute resource paths; a relative one from the temp dir works.
+    return str(Path(os.path.relpath(path, start)))
+
+
+def _write_kustomization(directory: Path, fields: Mapping[str, Any]) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    body = {"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization", **fields}
+    (directory / "kustomization.yaml").write_text(yaml.safe_dump(body), encoding="utf-8")
+    return directory
+
+
+def _moved(overlay: str, tmp_path: Path, *, prefix: str = MOVED_PREFIX) -> Path:
+    """A user's kustomization: the overlay moved into MOVED_NAMESPACE with a name prefix."""
+    directory = tmp_path / f"moved-{overlay}"
+    return _write_kustomization(
+        directory,
+        {
+            "namespace": MOVED_NAMESPACE,
+            **({"namePrefix": prefix} if prefix else {}),
+            "resources": [_relative(KUSTOMIZATIONS[overlay], directory)],
+            "transformers": [_relative(PORTABLE[overlay], directory)],
+        },
+    )
+
+
+def _strings(node: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], str]]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from _strings(value, (*path, str(key)))
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from _strings(value, (*path, str(index)))
+    elif isinstance(node, str):
+        yield path, node
+
+
+def _is_label_map(path: tuple[str, ...]) -> bool:
+    # app.kubernetes.io/name=predictive-scaler is the application, kept across installs.
+    return "labels" in path[:-1] or "matchLabels" in path[:-1] or path[-2:-1] == ("selector",)
+
+
+def _leftovers(objects: list[Manifest]) -> list[str]:
+    """Every place that still names the old namespace or an old object name.
+
+    Checked: every string of every object (and of the configuration inside the ConfigMap),
+    split into tokens at the characters kustomize replacements and PromQL delimit with; a token
+    equal to an old name is a leftover. Not checked: label values (the application's name),
+    container images, and product-name uses (PRODUCT_NAME_USES). In alert prose, where
+    "predictive-scaler" also names the product, the bare product name counts only inside code
+    spans (the commands a reader copies); the other old names count everywhere.
+
+    One name is not the manifests' to move: the leader-election Lease, which the controller
+    creates under ``controller.leaseName`` and the Role names in its ``leases`` rule. A Lease
+    lives in the install's namespace, so installs in different namespaces never share one;
+    ``test_rbac_follows_the_move`` checks the two stay equal.
+    """
+    found: list[str] = []
+    for obj in objects:
+        where = "/".join(object_key(obj)[1:])
+        leaves = list(_strings(obj))
+        if obj["kind"] == "ConfigMap":
+            for key, text in (obj.get("data") or {}).items():
+                inside = _strings(yaml.safe_load(text))
+                leaves.extend((("data", key, *inner), value) for inner, value in inside)
+        for path, value in leaves:
+            raw_configuration = obj["kind"] == "ConfigMap" and len(path) == 2
+            if _is_label_map(path) or path[-1] == "image" or raw_configuration:
+                continue
+            if path[-2:] == ("controller", "leaseName") or _is_lease_rule(obj, path):
+                continue
+            text = value
+            for use in PRODUCT_NAME_USES:
+                text = use.sub(" ", text)
+            prose = path[-1] in {"summary", "description"}
+            names = OLD_NAMES - {NAMESPACE} if prose else OLD_NAMES
+            tokens = set(_TOKEN_SPLIT.split(text))
+            if prose:
+                for span in _CODE_SPAN.findall(text):
+                    tokens_in_code = set(_TOKEN_SPLIT.split(span))
+                    if NAMESPACE in tokens_in_code:
+                        found.append(f"{where} {'.'.join(path)}: {value!r}")
+            if tokens & names:
+                found.append(f"{where} {'.'.join(path)}: {value!r}")
+    return sorted(set(found))
+
+
+def _is_lease_rule(obj: Manifest, path: tuple[str, ...]) -> bool:
+    if obj["kind"] != "Role" or path[0] != "rules" or "resourceNames" not in path:
+        return False
+    return bool(obj["rules"][int(path[1])].get("resources") == ["leases"])
+
+
+class TestMovedInstall:
+    @pytest.fixture(scope="class")
+    @classmethod
+    def moved(cls, tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Manifest]]:
+        root = tmp_path_factory.mktemp("moved")
+        return {overlay: render(str(_moved(overlay, root))) for overlay in OVERLAYS}
+
+    def test_no_leftover_of_the_old_namespace_or_names(
+        self, moved: dict[str, list[Manifest]], overlay: str
+    ) -> None:
+        leftovers = _leftovers(moved[overlay])
+        assert leftovers == [], "\n".join(leftovers)
+
+    def test_the_unmoved_install_is_found_by_the_scan(self, rendered: list[Manifest]) -> None:
+        # The scan itself can fail: on the install as shipped it finds the namespace and names.
+        leftovers = _leftovers(rendered)
+        assert any("ServiceMonitor" in item for item in leftovers), leftovers
+        assert any("PrometheusRule" in item for item in leftovers), leftovers
+
+    def test_every_reference_follows_the_move(self, moved: dict[str, list[Manifest]]) -> None:
+        objects = moved["external-metrics"]
+        prefixed = f"{MOVED_PREFIX}predictive-scaler"
+        service = find_object(objects, "Service", prefixed)
+        assert service["metadata"]["namespace"] == MOVED_NAMESPACE
+        monitor = find_object(objects, "ServiceMonitor", prefixed)
+        assert monitor["spec"]["namespaceSelector"]["matchNames"] == [MOVED_NAMESPACE]
+        down = {item["alert"]: item for item in _alert_rules_named(objects, prefixed)}[
+            "PredictiveScalerDown"
+        ]
+        # Prometheus Operator names the job after the Service.
+        assert f'job="{prefixed}"' in down["expr"], down["expr"]
+        assert f'namespace="{MOVED_NAMESPACE}"' in down["expr"], down["expr"]
+        certificate = find_object(objects, "Certificate", f"{prefixed}-tls")
+        host = f"{prefixed}.{MOVED_NAMESPACE}.svc"
+        assert certificate["spec"]["commonName"] == host
+        assert certificate["spec"]["dnsNames"] == [host, f"{host}.cluster.local"]
+        assert certificate["spec"]["issuerRef"]["name"] == f"{prefixed}-selfsigned"
+        find_object(objects, "Issuer", f"{prefixed}-selfsigned")
+        secret = certificate["spec"]["secretName"]
+        apiservice = find_object(objects, "APIService", "v1beta1.external.metrics.k8s.io")
+        assert apiservice["metadata"]["annotations"]["cert-manager.io/inject-ca-from"] == (
+            f"{MOVED_NAMESPACE}/{prefixed}-tls"
+        )
+        assert apiservice["spec"]["service"] == {
+            "name": prefixed,
+            "namespace": MOVED_NAMESPACE,
+            "port": 6443,
+        }
+        deployment = find_object(objects, "Deployment", prefixed)
+        pod = deployment["spec"]["template"]["spec"]
+        volumes = {volume["name"]: volume for volume in pod["volumes"]}
+        assert volumes["tls"]["secret"]["secretName"] == secret
+        assert secret.startswith(MOVED_PREFIX)
+        args = pod["containers"][0]["args"]
+        configmap = f"{MOVED_PREFIX}{CONFIGMAP}"
+        assert args[args.index("--config-map") + 1] == f"$(POD_NAMESPACE)/{configmap}"
+        find_object(objects, "ConfigMap", configmap)
+        assert pod["serviceAccountName"] == prefixed
+
+    def test_rbac_follows_the_move(self, moved: dict[str, list[Manifest]], overlay: str) -> None:
+        objects = moved[overlay]
+        account = (MOVED_NAMESPACE, f"{MOVED_PREFIX}predictive-scaler")
+        grants = load_rbac_grants(service_account=account, objects=objects)
+        configmap = f"{MOVED_PREFIX}{CONFIGMAP}"
+        # The Lease is not a manifest: the controller creates it under controller.leaseName,
+        # which the Role names too; both keep "predictive-scaler" (a Lease lives in its
+        # namespace, so installs in different namespaces never share one).
+        lease = yaml.safe_load(_config_text_named(objects, configmap))["controller"]["leaseName"]
+        expected = {
+            (
+                MOVED_NAMESPACE if scope == NAMESPACE else scope,
+                group,
+                resource,
+                verb,
+                tuple(
+                    configmap if name == CONFIGMAP else lease if name == LEASE else name
+                    for name in names
+                ),
+            )
+            for scope, group, resource, verb, names in EXPECTED_RBAC
+        }
+        assert _expanded(grants) == expected
+
+    @pytest.mark.skipif(not HAS_KUBECTL, reason="kubectl is not installed")
+    def test_python_renderer_agrees_with_kubectl(self, overlay: str, tmp_path: Path) -> None:
+        for prefix in ("", MOVED_PREFIX):
+            directory = _moved(overlay, tmp_path / (prefix or "plain"), prefix=prefix)
+            by_kubectl = {object_key(obj): obj for obj in render_with_kubectl(directory)}
+            by_python = {object_key(obj): obj for obj in render_with_python(directory)}
+            assert sorted(by_python) == sorted(by_kubectl)
+            for key, obj in by_kubectl.items():
+                assert by_python[key] == obj, key
+
+    def test_dashboard_names_no_namespace_or_job_of_its_own(self) -> None:
+        text = json.dumps(_dashboard())
+        assert not re.findall(r'(?:namespace|job)=~?\\"predictive-scaler\\"', text)
+
+
+def _alert_rules_named(objects: list[Manifest], name: str) -> list[dict[str, Any]]:
+    rule = find_object(objects, "PrometheusRule", name)
+    return [item for group in rule["spec"]["groups"] for item in group["rules"]]
+
+
+def _config_text_named(objects: list[Manifest], name: str) -> str:
+    return str(find_object(objects, "ConfigMap", name)["data"]["config.yaml"])
