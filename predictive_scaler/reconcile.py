@@ -36,7 +36,7 @@ from predictive_scaler.decision import (
     compute_replicas_for,
     decide_min_replicas,
 )
-from predictive_scaler.demand import compute_demand, compute_uncorrected
+from predictive_scaler.demand_query import fetch_signal_demand
 from predictive_scaler.forecasting import (
     ForecastSettings,
     TargetForecaster,
@@ -1161,66 +1161,12 @@ class TargetReconciler:
             state.reset()  # gap longer than the history
         if start > end:
             return None, None, None, None
-        signal = state.signal
-        usage = await self._range(signal.query, start, end, step)
-        if usage.status is RangeStatus.ERROR:
-            return f"prometheus error: {usage.message}", None, None, None
-        if usage.status is RangeStatus.EMPTY:
-            return f"no data: {usage.message}", None, None, None
-        used = np.array(usage.values, dtype=np.float64)
-        latest = latest_sample_template(signal.query)
-        if latest is not None:
-            stamps = await self._range(latest, start, end, step)
-            if stamps.status is RangeStatus.ERROR:
-                # Copies cannot be told from new data: keep the points out, ask again.
-                self.log.warning("freshness_query_failed", signal=signal.name, error=stamps.message)
-                return None, None, None, f"freshness query failed: {stamps.message}"
-            if stamps.status is not RangeStatus.EMPTY:
-                newest = np.asarray(stamps.values, dtype=np.float64)
-                grid = np.asarray(usage.timestamps, dtype=np.float64)
-                # Prometheus' lookback repeats a series' last sample for 5 minutes: a step
-                # whose newest sample was already there at the step before holds a copy.
-                copies = ~(newest > grid - step + 1e-3)
-                used[copies] = np.nan
-                if np.isfinite(newest).any():
-                    seen = float(np.nanmax(newest))
-                    state.newest_sample = max(seen, state.newest_sample or seen)
-        partial: str | None = None
-        if signal.queue_query is None or signal.running_query is None:
-            demand = compute_demand(used)
-        else:
-            parts: list[FloatArray] = []
-            for name, template in (
-                ("queue", signal.queue_query),
-                ("running", signal.running_query),
-            ):
-                answer = await self._range(template, start, end, step)
-                if answer.status is RangeStatus.ERROR:
-                    self.log.warning(
-                        "queue_metrics_failed", signal=signal.name, query=name, error=answer.message
-                    )
-                    return None, None, None, f"{name} query failed: {answer.message}"
-                if answer.status is RangeStatus.EMPTY:
-                    parts.append(np.full(used.shape, np.nan))
-                else:
-                    parts.append(np.asarray(answer.values, dtype=np.float64))
-            waiting, running = parts
-            demand = compute_demand(used, waiting, running)
-            gaps = int(compute_uncorrected(used, waiting, running).sum())
-            if gaps:
-                # Usage alone is a lower bound of demand: it may raise, never lower.
-                partial = (
-                    f"demand not corrected for saturation at {gaps} of {used.size} new steps "
-                    "(no queue or running sample)"
-                )
-        if usage.status is RangeStatus.PARTIAL:
-            self.log.debug("metrics_partial", signal=signal.name, detail=usage.message)
-            if not np.isfinite(demand).any():
-                # Every new step is NaN/Inf or has no sample: as unusable as no answer (hold,
-                # never lower on it). The buffer still advances over them: Prometheus has them.
-                problem = f"no data: no finite sample in the new points ({usage.message})"
-                return problem, start, demand, None
-        return None, start, demand, partial
+        read = await fetch_signal_demand(state.signal, self._range, start, end, step, self.log)
+        if read.newest_sample is not None:
+            state.newest_sample = max(read.newest_sample, state.newest_sample or read.newest_sample)
+        if read.values is None:
+            return read.problem, None, None, read.partial
+        return read.problem, start, read.values, read.partial
 
     async def _reporting_pods(
         self, state: _SignalState, now: datetime
