@@ -23,7 +23,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -42,6 +42,7 @@ from predictive_scaler.baselines import (
     compute_schedule_floor,
     compute_static_floors,
 )
+from predictive_scaler.config import Policy
 from predictive_scaler.decision import (
     DecisionHistory,
     DecisionPolicy,
@@ -59,9 +60,25 @@ Progress = Callable[[int, int], None]
 POLICIES = ("reactive", "predictive", "oracle")
 
 
+DEFAULT_POLICY: Final = Policy()
+"""A target's policy when the configuration overrides nothing: the one source of the
+simulation's defaults (and so of the backtest's flags)."""
+
+
+def decision_policy(policy: Policy) -> DecisionPolicy:
+    """The decision's knobs of a target's policy, as the live loop sets them."""
+    return DecisionPolicy(
+        scale_up_step=policy.scale_up_step,
+        scale_down_delay_seconds=policy.scale_down_delay_seconds,
+        scale_down_step=policy.scale_down_step,
+        missing_data_hold_seconds=policy.missing_data_hold_seconds,
+    )
+
+
 @dataclass(frozen=True)
 class SimulationSettings:
-    """The what-if scenario."""
+    """The what-if scenario. The controller's knobs default to :data:`DEFAULT_POLICY`; build
+    them from a target's policy with :func:`simulation_settings`."""
 
     target: float = 0.7
     """The HPA's target KV-cache usage per pod."""
@@ -69,16 +86,16 @@ class SimulationSettings:
     """Replicas the trace's 99th percentile needs."""
     min_replicas: int = 1
     max_replicas: int = 60
-    warmup_seconds: float = 600.0
-    cycle_seconds: float = 30.0
+    warmup_seconds: float = DEFAULT_POLICY.warmup_seconds
+    cycle_seconds: float = DEFAULT_POLICY.interval_seconds
     tolerance: float = 0.1
     stabilization_seconds: float = 300.0
-    model: str = "auto"
-    quantile: float = 0.9
-    seasons: tuple[str, ...] = ("daily", "weekly")
-    history_seconds: float = 7 * 86_400.0
-    refit_interval_seconds: float = 21_600.0
-    decision: DecisionPolicy = field(default_factory=DecisionPolicy)
+    model: str = DEFAULT_POLICY.model
+    quantile: float = DEFAULT_POLICY.quantile
+    seasons: tuple[str, ...] = DEFAULT_POLICY.seasons
+    history_seconds: float = DEFAULT_POLICY.history_seconds
+    refit_interval_seconds: float = DEFAULT_POLICY.refit_interval_seconds
+    decision: DecisionPolicy = field(default_factory=lambda: decision_policy(DEFAULT_POLICY))
 
     def __post_init__(self) -> None:
         if not self.target > 0:
@@ -89,6 +106,32 @@ class SimulationSettings:
             )
         if self.peak_replicas < 1:
             raise ValueError(f"peak replicas must be >= 1, got {self.peak_replicas}")
+
+
+def simulation_settings(
+    policy: Policy,
+    *,
+    target: float = 0.7,
+    peak_replicas: int = 20,
+    min_replicas: int = 1,
+    max_replicas: int = 60,
+) -> SimulationSettings:
+    """The scenario of a target's ``policy`` (warm-up, interval, model, quantile, seasons,
+    history, refit and the decision's steps and delays) on an HPA with these values."""
+    return SimulationSettings(
+        target=target,
+        peak_replicas=peak_replicas,
+        min_replicas=min_replicas,
+        max_replicas=max_replicas,
+        warmup_seconds=policy.warmup_seconds,
+        cycle_seconds=policy.interval_seconds,
+        model=policy.model,
+        quantile=policy.quantile,
+        seasons=policy.seasons,
+        history_seconds=policy.history_seconds,
+        refit_interval_seconds=policy.refit_interval_seconds,
+        decision=decision_policy(policy),
+    )
 
 
 @dataclass(frozen=True)

@@ -81,39 +81,117 @@ def _non_negative_int(text: str) -> int:
 # -- backtest --------------------------------------------------------------------------
 
 
+_POLICY_FLAGS = {
+    "warmup": "warmup_seconds",
+    "interval": "interval_seconds",
+    "model": "model",
+    "quantile": "quantile",
+    "history": "history_seconds",
+    "refit": "refit_interval_seconds",
+    "scale_up_step": "scale_up_step",
+    "scale_down_delay": "scale_down_delay_seconds",
+    "scale_down_step": "scale_down_step",
+    "step": "step_seconds",
+}
+"""Backtest flags that set a policy field; unset, the field comes from the target's policy
+(with --config) or the configuration's defaults (a trace)."""
+
+
+def _target_arg(text: str) -> str | float:
+    """``NAMESPACE/NAME`` of a configured target; a number is the old spelling of
+    ``--target-value``."""
+    if "/" in text:
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected NAMESPACE/NAME of a target in --config, got {text!r}"
+        ) from None
+
+
 def _add_backtest(commands: Any) -> None:
+    from predictive_scaler.backtest import DEFAULT_POLICY as P
+    from predictive_scaler.config import format_duration as d
+
     p = commands.add_parser(
         "backtest",
-        help="replay a demand trace through reactive HPA, this controller, an oracle and the "
-        "cheap alternatives",
+        help="replay a demand trace, or a configured target's own history, through reactive "
+        "HPA, this controller, an oracle and the cheap alternatives",
         description=(
             "Forecast accuracy of every model (rolling origin) and the scaling outcome of "
             "reactive HPA, predictive-scaler, a perfect-foresight oracle and the cheap "
             "alternatives (a lower HPA target, a static floor, an hour-of-week schedule, PHPA), "
             "each swept over its knob, compared at predictive's GPU-hours, on one trace. "
             "Without --trace, a bundled 14-day trace (AWS ELB request counts, 5-minute "
-            "steps) is used."
+            "steps) is used. With --config and --target NAMESPACE/NAME, the target's own "
+            "demand history is read from Prometheus with its configured queries and replayed "
+            "with its policy (what-if); flags given explicitly override the policy."
         ),
     )
+    source = p.add_argument_group("what-if on a configured target")
+    source.add_argument("--config", type=Path, metavar="FILE", help="the configuration file")
+    source.add_argument(
+        "--target",
+        type=_target_arg,
+        metavar="NAMESPACE/NAME",
+        help="the target (its HPA) in --config whose history to replay",
+    )
+    source.add_argument("--prometheus-url", help="Prometheus base URL (overrides prometheus.url)")
+    source.add_argument(
+        "--since", type=_duration, default=14 * 86_400.0, help="history to read (14d)"
+    )
+    source.add_argument("--signal", help="the target's signal to replay (its first)")
     p.add_argument("--trace", type=Path, help="CSV (or .csv.gz) with timestamp,value columns")
     p.add_argument("--column", default="value", help="value column to read (default: value)")
-    p.add_argument("--horizon", type=_duration, default=600.0, help="forecast horizon (10m)")
-    p.add_argument("--warmup", type=_duration, default=600.0, help="pod warm-up (10m)")
-    p.add_argument("--target", type=float, default=0.7, help="HPA target per pod (0.7)")
-    p.add_argument(
+    p.add_argument("--horizon", type=_duration, help="forecast horizon (the warm-up)")
+    policy = p.add_argument_group(
+        "policy (default: the target's policy with --config, else the configuration defaults)"
+    )
+    policy.add_argument("--warmup", type=_duration, help=f"pod warm-up ({d(P.warmup_seconds)})")
+    policy.add_argument(
+        "--interval", type=_duration, help=f"cycle interval ({d(P.interval_seconds)})"
+    )
+    policy.add_argument("--model", help=f"model for the controller ({P.model})")
+    policy.add_argument("--quantile", type=_fraction, help=f"upper quantile ({P.quantile})")
+    policy.add_argument(
+        "--history", type=_duration, help=f"history each fit sees ({d(P.history_seconds)})"
+    )
+    policy.add_argument(
+        "--refit", type=_duration, help=f"refit interval ({d(P.refit_interval_seconds)})"
+    )
+    policy.add_argument(
+        "--scale-up-step",
+        type=_positive_int,
+        help=f"largest raise of minReplicas per cycle ({P.scale_up_step})",
+    )
+    policy.add_argument(
+        "--scale-down-delay",
+        type=_duration,
+        help=f"how long the forecast stays lower before a lowering "
+        f"({d(P.scale_down_delay_seconds)})",
+    )
+    policy.add_argument(
+        "--scale-down-step",
+        type=_positive_int,
+        help=f"largest lowering of minReplicas per cycle ({P.scale_down_step})",
+    )
+    policy.add_argument(
+        "--step", type=_duration, help="what-if only: range-query step (the target's step)"
+    )
+    hpa = p.add_argument_group("the HPA")
+    hpa.add_argument(
+        "--target-value",
+        type=_positive_float,
+        help="HPA target per pod (the signal's targetPerPod, else 0.7)",
+    )
+    hpa.add_argument(
         "--peak-replicas",
         type=_positive_int,
-        default=20,
-        help="replicas the trace's p99 needs (20)",
+        help="a trace only: scale it so that its p99 needs this many replicas (20)",
     )
-    p.add_argument("--min-replicas", type=_positive_int, default=1, help="HPA minReplicas (1)")
-    p.add_argument("--max-replicas", type=_positive_int, help="HPA maxReplicas (3 x peak)")
-    p.add_argument("--model", default="auto", help="model for the controller (auto)")
-    p.add_argument("--quantile", type=_fraction, default=0.9, help="upper quantile (0.9)")
-    p.add_argument(
-        "--history", type=_duration, default=7 * 86_400.0, help="history each fit sees (7d)"
-    )
-    p.add_argument("--refit", type=_duration, default=21_600.0, help="refit interval (6h)")
+    hpa.add_argument("--min-replicas", type=_positive_int, help="HPA minReplicas (1)")
+    hpa.add_argument("--max-replicas", type=_positive_int, help="HPA maxReplicas (3 x peak)")
     p.add_argument("--only", choices=("forecast", "scaling"), help="run one half only")
     p.add_argument("--json", type=Path, help="write the figures as JSON here")
     p.add_argument("--plot", type=Path, help="draw demand, capacity and replicas to this PNG")
@@ -126,16 +204,45 @@ def _add_backtest(commands: Any) -> None:
     p.set_defaults(handler=run_backtest)
 
 
+def _backtest_usage_error(args: argparse.Namespace) -> str | None:
+    if args.config is not None:
+        if args.trace is not None:
+            return "--trace and --config are exclusive (a trace, or a target's own history)"
+        if not isinstance(args.target, str):
+            return "--config needs --target NAMESPACE/NAME"
+        if args.peak_replicas is not None:
+            return "--peak-replicas scales a trace; a target's own demand is replayed as it is"
+        return None
+    if isinstance(args.target, str):
+        return "--target NAMESPACE/NAME needs --config"
+    for flag in ("prometheus_url", "signal", "step"):
+        if getattr(args, flag) is not None:
+            return f"--{flag.replace('_', '-')} needs --config and --target"
+    return None
+
+
 def run_backtest(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
     from models import MODEL_NAMES, InsufficientHistory
     from models.evaluation import evaluate
-    from predictive_scaler.backtest import SimulationSettings, evaluation_start, simulate
+    from predictive_scaler.backtest import (
+        DEFAULT_POLICY,
+        evaluation_start,
+        simulate,
+        simulate_demand,
+        simulation_settings,
+    )
     from predictive_scaler.baselines import SweepSettings
     from predictive_scaler.forecasting import steps_for
     from predictive_scaler.progress import ProgressBar
     from predictive_scaler.traces import TraceError, load_trace
 
-    if args.model not in MODEL_NAMES:
+    problem = _backtest_usage_error(args)
+    if problem is not None:
+        print(f"predictive-scaler backtest: error: {problem}", file=sys.stderr)
+        return 2
+    if args.model is not None and args.model not in MODEL_NAMES:
         print(
             f"error: unknown model {args.model!r}; known: {', '.join(MODEL_NAMES)}", file=sys.stderr
         )
@@ -148,52 +255,103 @@ def run_backtest(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    try:
-        if args.trace is None:
-            with resources.as_file(
-                resources.files("predictive_scaler") / "data" / BUNDLED_TRACE
-            ) as bundled:
-                trace = load_trace(bundled, args.column)
-        else:
-            trace = load_trace(args.trace, args.column)
-    except TraceError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-
-    step = trace.step_seconds
-    report: dict[str, Any] = {
-        "trace": trace.name,
-        "step_seconds": step,
-        "points": len(trace.values),
+    overrides = {
+        field: getattr(args, flag)
+        for flag, field in _POLICY_FLAGS.items()
+        if getattr(args, flag) is not None
     }
-    print(
-        f"trace {trace.name}: {len(trace.values)} points at {step:g}s "
-        f"({trace.span_seconds / 86_400:.1f} days)"
-    )
     bar = (lambda label: None) if args.quiet else ProgressBar
+    report: dict[str, Any] = {}
+    if args.config is not None:
+        from predictive_scaler.whatif import WhatIfError, WhatIfRequest, read_target_history
+
+        try:
+            config = load_config_file(args.config)
+        except ConfigError as exc:
+            print(f"{args.config}: invalid configuration:\n{exc}", file=sys.stderr)
+            return 1
+        request = WhatIfRequest(
+            target=args.target,
+            since_seconds=args.since,
+            prometheus_url=args.prometheus_url,
+            signal=args.signal,
+            policy_overrides=overrides,
+            hpa_target=args.target_value,
+            min_replicas=args.min_replicas,
+            max_replicas=args.max_replicas,
+        )
+        try:
+            history = read_target_history(config, request, progress=bar("prometheus"))
+        except WhatIfError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        name, values, step = history.name, history.demand, history.step_seconds
+        span, settings = history.span_seconds, history.settings
+        report["target"] = {
+            "name": name,
+            "query": history.query,
+            "start": history.start.isoformat(),
+        }
+        print(f"query: {history.query}")
+
+        def run_scaling(progress: Any, sweep: Any) -> Any:
+            return simulate_demand(values, step, settings, progress=progress, sweep=sweep)
+
+        notes: tuple[str, ...] = history.notes
+    else:
+        try:
+            if args.trace is None:
+                with resources.as_file(
+                    resources.files("predictive_scaler") / "data" / BUNDLED_TRACE
+                ) as bundled:
+                    trace = load_trace(bundled, args.column)
+            else:
+                trace = load_trace(args.trace, args.column)
+        except TraceError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        name, values, step, span = trace.name, trace.values, trace.step_seconds, trace.span_seconds
+        peak = args.peak_replicas or 20
+        settings = simulation_settings(
+            replace(DEFAULT_POLICY, **overrides),
+            target=args.target_value or (args.target if args.target is not None else 0.7),
+            peak_replicas=peak,
+            min_replicas=args.min_replicas or 1,
+            max_replicas=args.max_replicas or 3 * peak,
+        )
+
+        def run_scaling(progress: Any, sweep: Any) -> Any:
+            return simulate(values, step, settings, progress=progress, sweep=sweep)
+
+        notes = ()
+    report.update({"trace": name, "step_seconds": step, "points": len(values)})
+    kind = "trace" if args.config is None else "target"
+    print(f"{kind} {name}: {len(values)} points at {step:g}s ({span / 86_400:.1f} days)")
+    for note in notes:
+        print(f"note: {note}")
 
     if args.only != "scaling":
-        horizon = steps_for(args.horizon, step)
-        eval_start = evaluation_start(len(trace.values), step)
+        horizon = steps_for(args.horizon or settings.warmup_seconds, step)
+        eval_start = evaluation_start(len(values), step)
         try:
             scores = evaluate(
-                trace.values,
+                values,
                 step,
                 horizon,
                 MODEL_NAMES,
-                level=args.quantile,
-                history_points=steps_for(args.history, step),
-                refit_points=steps_for(args.refit, step),
+                level=settings.quantile,
+                history_points=steps_for(settings.history_seconds, step),
+                refit_points=steps_for(settings.refit_interval_seconds, step),
                 eval_start=eval_start,
                 progress=bar("forecast"),
             )
         except InsufficientHistory as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-        key = f"p{round(args.quantile * 100)}"
+        key = f"p{round(settings.quantile * 100)}"
         report["forecast"] = {
             "horizon_seconds": horizon * step,
-            "quantile": args.quantile,
+            "quantile": settings.quantile,
             "models": {
                 name: {
                     "mase": s.mase,
@@ -213,19 +371,8 @@ def run_backtest(args: argparse.Namespace) -> int:
         _print_forecast_table(scores, horizon * step, key)
 
     if args.only != "forecast":
-        settings = SimulationSettings(
-            target=args.target,
-            peak_replicas=args.peak_replicas,
-            min_replicas=args.min_replicas,
-            max_replicas=args.max_replicas or 3 * args.peak_replicas,
-            warmup_seconds=args.warmup,
-            model=args.model,
-            quantile=args.quantile,
-            history_seconds=args.history,
-            refit_interval_seconds=args.refit,
-        )
         sweep = None if args.no_frontier else SweepSettings()
-        result = simulate(trace.values, step, settings, progress=bar("scaling"), sweep=sweep)
+        result = run_scaling(bar("scaling"), sweep)
         report["scaling"] = {name: run.figures() for name, run in result.runs.items()}
         if sweep is not None:
             report["frontier"] = {
@@ -244,13 +391,17 @@ def run_backtest(args: argparse.Namespace) -> int:
                 for name, iso in result.iso_cost().items()
             }
         report["scaling_settings"] = {
-            "warmup_seconds": args.warmup,
-            "target": args.target,
-            "peak_replicas": args.peak_replicas,
+            "warmup_seconds": settings.warmup_seconds,
+            "interval_seconds": settings.cycle_seconds,
+            "target": settings.target,
+            "peak_replicas": settings.peak_replicas,
             "min_replicas": settings.min_replicas,
             "max_replicas": settings.max_replicas,
-            "model": args.model,
-            "quantile": args.quantile,
+            "model": settings.model,
+            "quantile": settings.quantile,
+            "scale_up_step": settings.decision.scale_up_step,
+            "scale_down_delay_seconds": settings.decision.scale_down_delay_seconds,
+            "scale_down_step": settings.decision.scale_down_step,
             "evaluation_start_seconds": result.eval_start * step,
         }
         _print_scaling_table(result)
@@ -263,8 +414,8 @@ def run_backtest(args: argparse.Namespace) -> int:
 
             draw_backtest(
                 result,
-                f"{trace.name}: warm-up {args.warmup / 60:g} min, "
-                f"target {args.target}, {args.peak_replicas} peak replicas",
+                f"{name}: warm-up {settings.warmup_seconds / 60:g} min, "
+                f"target {settings.target}, {settings.peak_replicas} peak replicas",
                 args.plot,
             )
             print(f"plot written to {args.plot}")
