@@ -1336,3 +1336,97 @@ def _alert_rules_named(objects: list[Manifest], name: str) -> list[dict[str, Any
 
 def _config_text_named(objects: list[Manifest], name: str) -> str:
     return str(find_object(objects, "ConfigMap", name)["data"]["config.yaml"])
+
+
+# ============================================================================ quick start
+#
+# docs/quickstart.md must work as written from a clean clone: the image exists before anything
+# pulls it (the image in deploy/base is an unpublished placeholder), the kustomization it has
+# you write renders and runs the image you built, the dry-run step changes nothing (no HPA that
+# consumes the forecast is applied before the go-live step) and the go-live step turns it on.
+
+QUICKSTART = REPO_ROOT / "docs" / "quickstart.md"
+_HEREDOC = re.compile(r"cat > (\S+/kustomization\.yaml) <<'?EOF'?\n(.*?)\nEOF\n", re.DOTALL)
+_SED = re.compile(r"sed -i 's#([^#]+)#([^#]+)#' (\S+)")
+#: Commands that apply an HPA which scales on predictive_scaler_forecast_upper.
+_FORECAST_HPA = re.compile(r"kubectl apply -f deploy/examples/nim-hpa\.yaml")
+
+
+def _sections(markdown: str) -> dict[str, str]:
+    """``{"4": "<text of section 4>", ...}`` for the numbered ``## N. Title`` sections."""
+    parts = re.split(r"^## (\d+)\. .*$", markdown, flags=re.MULTILINE)
+    return {parts[i]: parts[i + 1] for i in range(1, len(parts) - 1, 2)}
+
+
+def _quickstart_kustomization(text: str, directory: Path) -> Path:
+    """The kustomization a step writes, with its ``../deploy/`` paths made to resolve from a
+    temporary directory as they do from the clone's root."""
+    match = _HEREDOC.search(text)
+    assert match is not None, "no `cat > .../kustomization.yaml <<EOF` in the step"
+    body = match.group(2).replace("../deploy/", f"{_relative(DEPLOY_DIR, directory)}/")
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "kustomization.yaml").write_text(body + "\n", encoding="utf-8")
+    return directory
+
+
+def _built_image(markdown: str) -> str:
+    match = re.search(r"docker build -t (\S+) \.", markdown)
+    assert match is not None, "the quick start builds no image"
+    return match.group(1)
+
+
+class TestQuickStart:
+    def test_the_image_step_comes_before_the_first_apply(self) -> None:
+        text = QUICKSTART.read_text(encoding="utf-8")
+        first_apply = text.index("kubectl apply -k")
+        image = _built_image(text)
+        assert text.index(f"docker push {image}") < first_apply
+        assert "kind load docker-image" in text[:first_apply]  # the kind cluster's way
+
+    def test_no_page_applies_an_overlay_with_the_placeholder_image(self) -> None:
+        # `kubectl apply -k deploy/...` runs the unpublished placeholder image: ImagePullBackOff.
+        pages = [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").glob("*.md"))]
+        pages += sorted(DEPLOY_DIR.rglob("kustomization.yaml"))
+        for page in pages:
+            text = page.read_text(encoding="utf-8")
+            assert "kubectl apply -k deploy/" not in text, page.relative_to(REPO_ROOT)
+
+    def test_dry_run_step_renders_the_built_image_and_changes_nothing(self, tmp_path: Path) -> None:
+        text = QUICKSTART.read_text(encoding="utf-8")
+        step = _sections(text)["4"]
+        assert "dry run" in step.lower()
+        objects = render(str(_quickstart_kustomization(step, tmp_path / "my-predictive-scaler")))
+        container = _container(objects)
+        assert container["image"] == _built_image(text)
+        assert "--dry-run" in container["args"]
+        assert not find_objects(objects, "HorizontalPodAutoscaler")
+        # Nothing up to the go-live step applies an HPA that scales on the forecast.
+        for number in ("0", "1", "2", "3", "4", "5"):
+            assert not _FORECAST_HPA.search(_sections(text).get(number, "")), number
+
+    def test_go_live_step_turns_it_on_and_brings_the_forecast_hpa(self, tmp_path: Path) -> None:
+        text = QUICKSTART.read_text(encoding="utf-8")
+        sections = _sections(text)
+        directory = _quickstart_kustomization(sections["4"], tmp_path / "my-predictive-scaler")
+        live = sections["6"]
+        match = _SED.search(live)
+        assert match is not None and match.group(3) == "my-predictive-scaler/kustomization.yaml"
+        old, new = match.group(1), match.group(2)
+        body = (directory / "kustomization.yaml").read_text(encoding="utf-8")
+        rewritten = body.replace(
+            old.replace("../deploy/", f"{_relative(DEPLOY_DIR, directory)}/"),
+            new.replace("../deploy/", f"{_relative(DEPLOY_DIR, directory)}/"),
+        )
+        assert rewritten != body, "the step's sed changes nothing"
+        (directory / "kustomization.yaml").write_text(rewritten, encoding="utf-8")
+        container = _container(render(str(directory)))
+        assert "--dry-run" not in container["args"]
+        assert container["image"] == _built_image(text)
+        hpa = _FORECAST_HPA.search(live)
+        assert hpa is not None, "the go-live step does not bring the forecast HPA"
+        # Turned on first, then the HPA that scales on the forecast.
+        assert live.index("kubectl apply -k my-predictive-scaler") < hpa.start()
+
+    def test_example_hpa_is_not_offered_for_the_dry_run(self) -> None:
+        header = (DEPLOY_DIR / "examples" / "nim-hpa.yaml").read_text(encoding="utf-8")
+        assert "changes nothing" not in header
