@@ -142,6 +142,12 @@ def _add_backtest(commands: Any) -> None:
         "--since", type=_duration, default=14 * 86_400.0, help="history to read (14d)"
     )
     source.add_argument("--signal", help="the target's signal to replay (its first)")
+    source.add_argument(
+        "--kubeconfig",
+        help="read the HPA (base and max replicas, target, scale target's pods) from this "
+        "cluster; without it or --context, no cluster is read",
+    )
+    source.add_argument("--context", help="kubeconfig context (reads the HPA, as --kubeconfig)")
     p.add_argument("--trace", type=Path, help="CSV (or .csv.gz) with timestamp,value columns")
     p.add_argument("--column", default="value", help="value column to read (default: value)")
     p.add_argument("--horizon", type=_duration, help="forecast horizon (the warm-up)")
@@ -215,7 +221,7 @@ def _backtest_usage_error(args: argparse.Namespace) -> str | None:
         return None
     if isinstance(args.target, str):
         return "--target NAMESPACE/NAME needs --config"
-    for flag in ("prometheus_url", "signal", "step"):
+    for flag in ("prometheus_url", "signal", "step", "kubeconfig", "context"):
         if getattr(args, flag) is not None:
             return f"--{flag.replace('_', '-')} needs --config and --target"
     return None
@@ -279,6 +285,9 @@ def run_backtest(args: argparse.Namespace) -> int:
             hpa_target=args.target_value,
             min_replicas=args.min_replicas,
             max_replicas=args.max_replicas,
+            read_cluster=args.kubeconfig is not None or args.context is not None,
+            kubeconfig=args.kubeconfig,
+            context=args.context,
         )
         try:
             history = read_target_history(config, request, progress=bar("prometheus"))

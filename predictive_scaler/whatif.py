@@ -5,10 +5,11 @@ The backtest then runs on this history exactly as it runs on a bundled trace, ex
 the demand is not rescaled: it already is in the target's own units (the sum over its pods
 of the signal, compared with the HPA's target per pod), so the frontier is the target's.
 
-Pods are the target's configured ``selector`` (with its namespace); without one, every pod
-of the namespace that exports the metric, since no cluster is read to find the HPA's scale
-target. The HPA's target value and min/max replicas come from the signal's ``targetPerPod``
-and from flags.
+Pods are the target's configured ``selector`` (with its namespace). Flags win, then the
+configuration (the signal's ``targetPerPod``), then, when a cluster is read, the HPA: its
+base and max replicas, its target for the signal's metric and, without a selector, its scale
+target's pods as the live loop finds them. Without a cluster the query matches every pod of
+the namespace that exports the metric, and the notes say so.
 """
 
 from __future__ import annotations
@@ -27,8 +28,16 @@ import numpy.typing as npt
 import structlog
 
 from predictive_scaler.backtest import SimulationSettings, simulation_settings
-from predictive_scaler.config import Config, Policy, Signal, Target, format_duration
+from predictive_scaler.config import (
+    HPA_METRIC_ALIASES,
+    Config,
+    Policy,
+    Signal,
+    Target,
+    format_duration,
+)
 from predictive_scaler.demand_query import fetch_signal_demand
+from predictive_scaler.kube import KubeApiError, KubeClient, load_api_client
 from predictive_scaler.logs import Logger
 from predictive_scaler.prometheus import (
     MAX_POINTS_PER_QUERY,
@@ -37,15 +46,19 @@ from predictive_scaler.prometheus import (
     render_matchers,
     render_query,
 )
+from predictive_scaler.reconcile import determine_base, selector_matchers
 from predictive_scaler.settings import prometheus_settings
 
 __all__ = [
     "DEFAULT_HPA_TARGET",
     "DEFAULT_SINCE_SECONDS",
+    "HpaFacts",
     "TargetHistory",
     "WhatIfError",
     "WhatIfRequest",
+    "fetch_hpa_facts",
     "fetch_target_history",
+    "fetch_what_if",
     "find_target",
     "read_target_history",
     "resolve_settings",
@@ -85,6 +98,25 @@ class WhatIfRequest:
     hpa_target: float | None = None
     min_replicas: int | None = None
     max_replicas: int | None = None
+    read_cluster: bool = False
+    """Read the HPA (its base and max replicas, its target for the signal's metric and its
+    scale target's pods) from the cluster of ``kubeconfig``/``context``."""
+    kubeconfig: str | None = None
+    context: str | None = None
+
+
+@dataclass(frozen=True)
+class HpaFacts:
+    """What the what-if takes from the target's HPA when a cluster is read."""
+
+    min_replicas: int
+    """The user's own minReplicas (the base, not what the controller raised it to)."""
+    max_replicas: int
+    target_per_pod: float | None
+    """The HPA's AverageValue target for the signal's metric, when it has one."""
+    matchers: str | None
+    """``${matchers}`` for the scale target's pods (as the live loop finds them); None when
+    a selector is configured or the scale target has none."""
 
 
 @dataclass(frozen=True)
@@ -151,6 +183,37 @@ def resolve_settings(
         raise WhatIfError(str(error)) from None
 
 
+async def fetch_hpa_facts(kube: KubeClient, target: Target, signal: Signal) -> HpaFacts:
+    """Read the target's HPA and, without a configured selector, its scale target's pods."""
+    try:
+        snapshot = await kube.read_hpa(target.namespace, target.name)
+    except KubeApiError as error:
+        raise WhatIfError(
+            f"reading HorizontalPodAutoscaler {target.namespace}/{target.name} failed: {error}"
+        ) from None
+    base, _ = determine_base(snapshot)
+    per_pod: float | None = None
+    if signal.hpa_metric is not None:
+        for name in HPA_METRIC_ALIASES.get(signal.hpa_metric, (signal.hpa_metric,)):
+            per_pod = snapshot.target_average_value_for(name)
+            if per_pod is not None:
+                break
+    matchers: str | None = None
+    if not target.selector:
+        try:
+            selector = await kube.read_scale_selector(target.namespace, snapshot.scale_target_ref)
+            equal, other = selector_matchers(selector or "")
+        except (KubeApiError, ValueError) as error:
+            raise WhatIfError(
+                f"reading the pods of {target.namespace}/{target.name}'s scale target failed: "
+                f"{error} (set the target's selector)"
+            ) from None
+        if selector:
+            labels = render_matchers({"namespace": target.namespace, **equal})
+            matchers = ",".join(x for x in (labels, *other) if x)
+    return HpaFacts(base, snapshot.max_replicas, per_pod, matchers)
+
+
 async def fetch_target_history(
     target: Target,
     signal: Signal,
@@ -161,12 +224,15 @@ async def fetch_target_history(
     *,
     progress: Progress | None = None,
     log: Logger | None = None,
+    matchers: str | None = None,
 ) -> tuple[FloatArray, str]:
     """The signal's demand at ``start, start + step, ... <= end`` (NaN where no new sample),
     read a day at a time with the live loop's own reading (:func:`fetch_signal_demand`),
-    and the demand query as sent."""
+    and the demand query as sent. ``matchers`` (the scale target's pods) stand in for the
+    configured ones."""
     log = log or _command_line_logger(target.id)
-    matchers = render_matchers(target.match_labels)
+    if matchers is None:
+        matchers = render_matchers(target.match_labels)
 
     async def read(template: str, first: float, last: float, step_s: float) -> RangeResult:
         query = render_query(template, {}, raw={"matchers": matchers})
@@ -207,27 +273,59 @@ def read_target_history(
     now: datetime | None = None,
     progress: Progress | None = None,
 ) -> TargetHistory:
-    """Resolve the target, read its history over ``request.since_seconds`` up to ``now``,
-    and build its simulation settings. Raises :class:`WhatIfError`."""
+    """:func:`fetch_what_if` for the command line: its own event loop, and the cluster's
+    client when ``request.read_cluster``."""
 
+    async def run() -> TargetHistory:
+        if not request.read_cluster:
+            return await fetch_what_if(config, request, now=now, progress=progress)
+        try:
+            api_client = await load_api_client(request.kubeconfig, request.context)
+        except Exception as error:  # a missing or broken kubeconfig: say so in one line
+            raise WhatIfError(f"no cluster: {type(error).__name__}: {error}") from None
+        try:
+            return await fetch_what_if(
+                config, request, kube=KubeClient(api_client), now=now, progress=progress
+            )
+        finally:
+            await api_client.close()
+
+    return asyncio.run(run())
+
+
+async def fetch_what_if(
+    config: Config,
+    request: WhatIfRequest,
+    *,
+    kube: KubeClient | None = None,
+    now: datetime | None = None,
+    progress: Progress | None = None,
+) -> TargetHistory:
+    """Resolve the target, read its HPA (with ``kube``) and its history over
+    ``request.since_seconds`` up to ``now``, and build its simulation settings: flags first,
+    then the configuration, then the HPA. Raises :class:`WhatIfError`."""
     target = find_target(config, request.target)
     signal = _find_signal(target, request.signal)
     policy = replace(target.policy, **dict(request.policy_overrides or {}))
     settings = prometheus_settings(config.prometheus, request.prometheus_url)
     if settings is None:
         raise WhatIfError("no Prometheus URL: pass --prometheus-url or set prometheus.url")
+    facts = await fetch_hpa_facts(kube, target, signal) if kube is not None else None
     step = policy.step_seconds
     moment = now if now is not None else datetime.now(UTC)
     end = math.floor(moment.timestamp() / step) * step
     start = end - math.floor(request.since_seconds / step) * step
-
-    async def fetch() -> tuple[FloatArray, str]:
-        async with PrometheusSource(settings) as source:
-            return await fetch_target_history(
-                target, signal, source, start, end, step, progress=progress
-            )
-
-    raw, query = asyncio.run(fetch())
+    async with PrometheusSource(settings) as source:
+        raw, query = await fetch_target_history(
+            target,
+            signal,
+            source,
+            start,
+            end,
+            step,
+            progress=progress,
+            matchers=facts.matchers if facts is not None else None,
+        )
     demand, notes = _trim_and_fill(raw, step)
     first = int(np.flatnonzero(np.isfinite(raw))[0])
     need = 2 * max(policy.min_history_seconds, policy.horizon_seconds)
@@ -239,20 +337,26 @@ def read_target_history(
             f"{format_duration(need)} (twice the larger of minHistory and warm-up + interval: "
             "the first half trains, the second is measured)"
         )
-    hpa_target = request.hpa_target or signal.target_per_pod
+    hpa_target = (
+        request.hpa_target
+        or signal.target_per_pod
+        or (facts.target_per_pod if facts is not None else None)
+    )
     if hpa_target is None:
         hpa_target = DEFAULT_HPA_TARGET
         notes.append(
-            f"HPA target per pod assumed {DEFAULT_HPA_TARGET} (set the signal's targetPerPod "
-            "or pass --target-value)"
+            f"HPA target per pod assumed {DEFAULT_HPA_TARGET} (set the signal's targetPerPod, "
+            "pass --target-value, or --kubeconfig to read the HPA's)"
         )
-    if not target.selector:
+    if not target.selector and (facts is None or facts.matchers is None):
         notes.append(
             f"pods: every pod of namespace {target.namespace} the query matches (no selector "
-            "configured; the live loop reads the HPA's scale target)"
+            "configured and no scale target read; pass --kubeconfig to read it)"
         )
     if policy.exclude:
         notes.append(f"{len(policy.exclude)} exclusion ranges are replayed, not left out")
+    low = request.min_replicas or (facts.min_replicas if facts is not None else None)
+    high = request.max_replicas or (facts.max_replicas if facts is not None else None)
     return TargetHistory(
         name=f"{target.namespace}/{target.name}/{signal.name}",
         query=query,
@@ -260,9 +364,7 @@ def read_target_history(
         step_seconds=step,
         start=datetime.fromtimestamp(start + first * step, UTC),
         policy=policy,
-        settings=resolve_settings(
-            policy, demand, hpa_target, request.min_replicas, request.max_replicas
-        ),
+        settings=resolve_settings(policy, demand, hpa_target, low, high),
         notes=tuple(notes),
     )
 

@@ -8,20 +8,29 @@ target's pods, corrected for queueing) with the target's policy as its settings.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
+from kubernetes_asyncio import client
 
 from predictive_scaler.backtest import SimulationSettings, simulate_demand
 from predictive_scaler.baselines import SweepSettings
 from predictive_scaler.cli import main
-from predictive_scaler.config import load_config_file
+from predictive_scaler.config import load_config_file, parse_config
 from predictive_scaler.decision import DecisionPolicy
-from predictive_scaler.whatif import WhatIfRequest, read_target_history
+from predictive_scaler.kube import (
+    ANNOTATION_APPLIED_MIN_REPLICAS,
+    ANNOTATION_BASE_MIN_REPLICAS,
+    KubeClient,
+)
+from predictive_scaler.whatif import WhatIfError, WhatIfRequest, fetch_what_if, read_target_history
+from tests.kube_double import KubeDouble, make_deployment, make_hpa
 from tests.prom_fixtures import PrometheusFactory
 from tests.prom_harness import PrometheusServer, Series
 
@@ -291,3 +300,64 @@ def test_an_unknown_signal_is_named_with_the_known_ones(
     code, _ = _what_if(tmp_path, prometheus, "--signal", "rps")
     assert code == 1
     assert "target llm/chat has no signal 'rps' (signals: kv_cache)" in capsys.readouterr().err
+
+
+CLUSTER_CONFIG = """\
+defaults:
+  step: 5m
+  model: seasonal_naive
+  seasons: [daily]
+targets:
+  - hpa: {namespace: llm, name: chat}
+    warmup: 5m
+    interval: 1m
+    quantile: 0.8
+    scaleUpStep: 2
+    scaleDownDelay: 15m
+    refitInterval: 2h
+    history: 2d
+"""
+
+
+async def test_with_a_cluster_the_hpa_gives_base_max_target_and_pods(
+    prometheus: PrometheusServer, kube_server: KubeDouble, kube_api: client.ApiClient
+) -> None:
+    # The controller raised minReplicas to 5; the user's base (2) is what the what-if uses.
+    annotations = {ANNOTATION_BASE_MIN_REPLICAS: "2", ANNOTATION_APPLIED_MIN_REPLICAS: "5"}
+    kube_server.put_object(make_hpa("llm", "chat", 5, 9, "600m", annotations=annotations))
+    kube_server.put_object(make_deployment("llm", "chat", {"app": "chat"}))
+    config = parse_config(CLUSTER_CONFIG)
+    request = WhatIfRequest("llm/chat", since_seconds=4 * 86_400.0, prometheus_url=prometheus.url)
+    history = await asyncio.wait_for(
+        fetch_what_if(config, request, kube=KubeClient(kube_api)), timeout=60
+    )
+    assert history.query == 'sum(gpu_cache_usage_perc{namespace="llm",app="chat"})'
+    assert history.settings == _settings(300.0)
+    assert history.demand.tolist() == DEMAND.tolist()
+    # Flags still win over the HPA.
+    flagged = replace(request, min_replicas=3, hpa_target=0.5)
+    history = await asyncio.wait_for(
+        fetch_what_if(config, flagged, kube=KubeClient(kube_api)), timeout=60
+    )
+    assert (history.settings.min_replicas, history.settings.target) == (3, 0.5)
+    assert history.settings.max_replicas == 9
+
+
+async def test_a_missing_hpa_names_it(
+    prometheus: PrometheusServer, kube_api: client.ApiClient
+) -> None:
+    request = WhatIfRequest("llm/chat", prometheus_url=prometheus.url)
+    with pytest.raises(WhatIfError, match="reading HorizontalPodAutoscaler llm/chat failed"):
+        await asyncio.wait_for(
+            fetch_what_if(parse_config(CLUSTER_CONFIG), request, kube=KubeClient(kube_api)),
+            timeout=60,
+        )
+
+
+def test_an_unreadable_kubeconfig_is_one_line(
+    tmp_path: Path, prometheus: PrometheusServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _ = _what_if(tmp_path, prometheus, "--kubeconfig", str(tmp_path / "missing"))
+    assert code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: no cluster: ") and err.count("\n") == 1, err
