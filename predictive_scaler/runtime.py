@@ -35,13 +35,8 @@ from predictive_scaler.config import (
     parse_config,
 )
 from predictive_scaler.external_metrics import ExternalMetricsServer, watch_certificate
-from predictive_scaler.kube import (
-    KubeApiError,
-    KubeClient,
-    LeaderElector,
-    ObjectRef,
-    load_api_client,
-)
+from predictive_scaler.kube import KubeApiError, KubeClient, ObjectRef, load_api_client
+from predictive_scaler.leader import LeaderElector
 from predictive_scaler.logs import LogFormat, configure_logging, get_logger
 from predictive_scaler.prometheus import (
     GroupedRanges,

@@ -31,7 +31,8 @@ import pytest
 import yaml
 
 from predictive_scaler.config import parse_config
-from predictive_scaler.kube import KubeApiError, KubeClient, LeaderElector, utc_now
+from predictive_scaler.kube import KubeApiError, KubeClient, utc_now
+from predictive_scaler.leader import LeaderElector
 from predictive_scaler.publish import (
     ControllerMetrics,
     HealthState,

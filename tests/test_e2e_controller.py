@@ -31,8 +31,8 @@ from predictive_scaler.kube import (
     ANNOTATION_MODEL,
     ANNOTATION_REASON,
     KubeClient,
-    LeaderElector,
 )
+from predictive_scaler.leader import LeaderElector
 from predictive_scaler.runtime import Controller
 from predictive_scaler.traces import load_trace
 from tests.kube_double import KubeDouble, make_hpa

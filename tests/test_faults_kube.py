@@ -27,9 +27,9 @@ from predictive_scaler.kube import (
     ANNOTATION_BASE_MIN_REPLICAS,
     HpaSnapshot,
     KubeClient,
-    LeaderElector,
     ObjectRef,
 )
+from predictive_scaler.leader import LeaderElector
 from predictive_scaler.reconcile import MANAGED_ANNOTATIONS, MAX_CONFLICT_RETRIES
 from predictive_scaler.runtime import Controller, RunOptions, run_controller
 from tests.chaos import HookedKube, PrometheusFaultProxy

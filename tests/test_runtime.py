@@ -13,7 +13,8 @@ import pytest
 from kubernetes_asyncio import client
 
 from predictive_scaler.config import parse_config
-from predictive_scaler.kube import KubeClient, LeaderElector
+from predictive_scaler.kube import KubeClient
+from predictive_scaler.leader import LeaderElector
 from predictive_scaler.reconcile import MANAGED_ANNOTATIONS
 from predictive_scaler.runtime import Controller, RunOptions, run_controller
 from tests.kube_double import KubeDouble, make_configmap, make_hpa, write_kubeconfig

@@ -21,7 +21,8 @@ from predictive_scaler.logs import configure_logging
 
 configure_logging("json", stream=sys.stdout, level=logging.DEBUG, force=True)
 
-from predictive_scaler.kube import KubeClient, LeaderElector  # noqa: E402
+from predictive_scaler.kube import KubeClient  # noqa: E402
+from predictive_scaler.leader import LeaderElector  # noqa: E402
 from predictive_scaler.runtime import Controller  # noqa: E402
 from tests.chaos.prom_proxy import PrometheusFaultProxy  # noqa: E402
 from tests.chaos.soak import _Clock, _demand_fn, _inline_fit  # noqa: E402

@@ -50,8 +50,8 @@ from predictive_scaler.kube import (
     ANNOTATION_BASE_MIN_REPLICAS,
     HpaSnapshot,
     KubeClient,
-    LeaderElector,
 )
+from predictive_scaler.leader import LeaderElector
 from predictive_scaler.reconcile import MANAGED_ANNOTATIONS, CycleReport
 from predictive_scaler.runtime import Controller
 from tests.kube_double import KubeDouble, make_api_client, make_hpa
