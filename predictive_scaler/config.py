@@ -1107,7 +1107,7 @@ _PROMETHEUS_FIELDS: Final[tuple[_Field[Any], ...]] = (
         "caBundle",
         "string",
         None,
-        _FILE_RULE + ", or null",
+        _FILE_RULE + ", or null; not together with verifyTls: false",
         "PEM file of CA certificates to trust (instead of the system's).",
         _parse_file,
         "ca_bundle",
@@ -1821,6 +1821,15 @@ def _parse_prometheus(data: object, ctx: _Ctx) -> tuple[PrometheusConfig | None,
                     secret=True,
                 )
                 ok = False
+    if values.get("caBundle") is not None and values.get("verifyTls") is False:
+        # The Prometheus adapter refuses this pair; caught here so `validate-config` agrees.
+        ctx.add(
+            "prometheus.caBundle",
+            values["caBundle"],
+            "must not be set together with verifyTls: false (a CA bundle is only used to "
+            "verify the server): remove caBundle, or set verifyTls: true",
+        )
+        ok = False
     if not ok:
         return None, False
     return (
@@ -2067,7 +2076,8 @@ _GENERAL_RULES: Final = (
     "`selector`, each target's pods come from its HPA's scale target).",
     "A signal needs a `query` or a `preset`; `queueQuery` needs `runningQuery`; `targetPerPod` "
     "and `hpaMetric` must not both be null.",
-    "`prometheus.bearerTokenFile` and `prometheus.basicAuth` are exclusive. Errors never show "
+    "`prometheus.bearerTokenFile` and `prometheus.basicAuth` are exclusive, and so are "
+    "`prometheus.caBundle` and `verifyTls: false`. Errors never show "
     "the values of `url`, `bearerTokenFile`, `passwordFile`, `headers`, nor of unknown keys "
     "under `prometheus`.",
     "A section key with an empty value (`defaults:`) means an empty section; an empty "

@@ -434,7 +434,12 @@ class Controller:
                 "--prometheus-url"
             )
             return False
-        self.apply_config(config)
+        try:
+            self.apply_config(config)
+        except Exception as error:  # what validation did not foresee is a rejection too
+            log.exception("config_apply_failed", error=str(error))
+            await self.reject_config(f"the configuration could not be applied: {error}")
+            return False
         return True
 
     async def reject_config(self, message: str) -> None:
@@ -456,12 +461,29 @@ class Controller:
 
     def apply_config(self, config: Config) -> None:
         """Take a validated configuration: keep the state of unchanged targets, rebuild
-        changed ones, and queue removed or disabled ones for one restore of their base."""
-        self._sources.configure(config.prometheus)
+        changed ones, and queue removed or disabled ones for one restore of their base.
+
+        All-or-nothing: everything that can raise (the new reconcilers, the Prometheus source)
+        is built before any state changes, so a failure leaves the previous configuration in
+        force whole."""
         owns = self.shard.owns
         wanted = {
             (t.namespace, t.name): t for t in config.enabled_targets() if owns(t.namespace, t.name)
         }
+        built = {
+            key: self._reconciler(target)
+            for key, target in wanted.items()
+            if key not in self.reconcilers or self.reconcilers[key].target != target
+        }
+        disabled = {
+            (t.namespace, t.name): self._reconciler(t)
+            for t in config.targets
+            if not t.enabled
+            and owns(t.namespace, t.name)
+            and (t.namespace, t.name) not in self.pending_restores
+            and (t.namespace, t.name) not in self.reconcilers  # queued below as it is
+        }
+        self._sources.configure(config.prometheus)  # the last step that may raise
         for key, old in list(self.reconcilers.items()):
             if key not in wanted:
                 del self.reconcilers[key]
@@ -477,13 +499,13 @@ class Controller:
             if not owns(*key):
                 continue
             if not target.enabled and key not in self.pending_restores:
-                self.pending_restores[key] = self._reconciler(target)
+                self.pending_restores[key] = disabled[key]
         for key, target in wanted.items():
             self.pending_restores.pop(key, None)
             current = self.reconcilers.get(key)
-            if current is not None and current.target == target:
+            if key not in built:
                 continue
-            fresh = self._reconciler(target)
+            fresh = built[key]
             if current is not None:
                 fresh.history = current.history
                 fresh.shadow = current.shadow
