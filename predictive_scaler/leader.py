@@ -9,12 +9,13 @@ injected clock, so tests drive it with a fake clock.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from predictive_scaler.kube import ConflictError, KubeApiError, NotFoundError, utc_now
 
-__all__ = ["LeaderElector", "LeaseApi"]
+__all__ = ["LeaderElector", "LeaseApi", "LeaseRecord"]
 
 
 class LeaseApi(Protocol):
@@ -40,25 +41,44 @@ def _rfc3339_micro(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _parse_time(value: Any) -> datetime | None:
+@dataclass(frozen=True)
+class LeaseRecord:
+    """The election record of a Lease's spec, as written by its holder. Compared whole: any
+    change (a renewal moves ``renewTime``) shows the holder alive at the time we see it. The
+    times stay text: they come from the holder's clock and are never compared with ours."""
+
+    holder: str
+    lease_duration_seconds: int
+    acquire_time: str | None
+    renew_time: str | None
+    transitions: int
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any]) -> LeaseRecord:
+        return cls(
+            holder=str(spec.get("holderIdentity") or ""),
+            lease_duration_seconds=int(spec.get("leaseDurationSeconds") or 0),
+            acquire_time=_text_or_none(spec.get("acquireTime")),
+            renew_time=_text_or_none(spec.get("renewTime")),
+            transitions=int(spec.get("leaseTransitions") or 0),
+        )
+
+
+def _text_or_none(value: Any) -> str | None:
     if value is None:
         return None
-    if isinstance(value, datetime):
-        parsed = value
-    else:
-        text = str(value).replace("Z", "+00:00")
-        try:
-            parsed = datetime.fromisoformat(text)
-        except ValueError:
-            return None
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+    return _rfc3339_micro(value) if isinstance(value, datetime) else str(value)
 
 
 class LeaderElector:
     """Leader election on a ``coordination.k8s.io/v1`` Lease, one step per call.
 
     :meth:`try_acquire_or_renew` creates the Lease when absent, renews it while we hold it, and
-    takes it over when the holder's ``renewTime + leaseDurationSeconds`` has passed. Every
+    takes it over once the holder's record has stayed unchanged for its
+    ``leaseDurationSeconds`` *on our own clock*. As client-go's leaderelection does, a candidate
+    never compares the holder's ``renewTime`` (written by the holder's clock) with its own
+    clock: it remembers the record it last saw and the local time it first saw it, so clock
+    skew between replicas cannot hand over a live lease, nor delay taking a dead one. Every
     write is a resourceVersion-guarded create or replace, so of two racing electors exactly one
     wins; the other sees 409 and returns ``False``. The caller runs it every
     ``renew_period_seconds`` and passes ``now``.
@@ -86,17 +106,25 @@ class LeaderElector:
         self.clock = clock
         self._is_leader = False
         self._renewed_at: datetime | None = None
+        self._observed: LeaseRecord | None = None
+        """The election record we last saw (read or wrote)."""
+        self._observed_at: datetime | None = None
+        """Our clock when that record was first seen: the holder was alive then."""
 
     @property
     def is_leader(self) -> bool:
         """Whether the last attempt left us holding the Lease."""
         return self._is_leader
 
-    def _spec(self, now: datetime, *, acquire: datetime, transitions: int) -> dict[str, Any]:
+    def _observe(self, record: LeaseRecord, now: datetime) -> None:
+        if record != self._observed:
+            self._observed, self._observed_at = record, now
+
+    def _spec(self, now: datetime, *, acquire: str, transitions: int) -> dict[str, Any]:
         return {
             "holderIdentity": self.identity,
             "leaseDurationSeconds": self.lease_duration_seconds,
-            "acquireTime": _rfc3339_micro(acquire),
+            "acquireTime": acquire,
             "renewTime": _rfc3339_micro(now),
             "leaseTransitions": transitions,
         }
@@ -125,32 +153,41 @@ class LeaderElector:
         try:
             lease = await self.client.read_lease(self.namespace, self.name)
         except NotFoundError:
+            spec = self._spec(now, acquire=_rfc3339_micro(now), transitions=0)
             await self.client.create_lease(
                 self.namespace,
                 {
                     "apiVersion": "coordination.k8s.io/v1",
                     "kind": "Lease",
                     "metadata": {"name": self.name, "namespace": self.namespace},
-                    "spec": self._spec(now, acquire=now, transitions=0),
+                    "spec": spec,
                 },
             )
+            self._observe(LeaseRecord.from_spec(spec), now)
             return True
         spec = lease.get("spec") or {}
-        holder = spec.get("holderIdentity") or ""
-        transitions = int(spec.get("leaseTransitions") or 0)
-        if holder == self.identity:
-            acquired = _parse_time(spec.get("acquireTime")) or now
-            new_spec = self._spec(now, acquire=acquired, transitions=transitions)
+        record = LeaseRecord.from_spec(spec)
+        self._observe(record, now)
+        if record.holder == self.identity:
+            acquired = record.acquire_time or _rfc3339_micro(now)
+            new_spec = self._spec(now, acquire=acquired, transitions=record.transitions)
         else:
-            renewed = _parse_time(spec.get("renewTime"))
-            duration = int(spec.get("leaseDurationSeconds") or self.lease_duration_seconds)
-            if holder and renewed is not None and renewed + timedelta(seconds=duration) >= now:
-                return False  # held by someone else and not expired
-            new_spec = self._spec(now, acquire=now, transitions=transitions + (1 if holder else 0))
+            if record.holder and not self._observed_expired(record, now):
+                return False  # held by someone else, who changed it within its lease duration
+            transitions = record.transitions + (1 if record.holder else 0)
+            new_spec = self._spec(now, acquire=_rfc3339_micro(now), transitions=transitions)
         await self.client.replace_lease(
             self.namespace, self.name, self._replacement(lease, new_spec)
         )
+        self._observe(LeaseRecord.from_spec(new_spec), now)
         return True
+
+    def _observed_expired(self, record: LeaseRecord, now: datetime) -> bool:
+        """Whether ``record`` (just observed) has stood unchanged for its lease duration on
+        our clock. A clock stepped back behind the observation counts as not expired."""
+        assert self._observed_at is not None
+        duration = record.lease_duration_seconds or self.lease_duration_seconds
+        return now >= self._observed_at + timedelta(seconds=duration)
 
     def _replacement(self, lease: Mapping[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
         """The whole Lease for a resourceVersion-guarded replace: the new spec, and the

@@ -488,6 +488,7 @@ async def test_lease_lost_mid_patch_stops_patching_and_the_new_leader_continues(
     new = make_controller(kube, elector=other)
     try:
         assert await old.renew_leadership()
+        assert not await other.try_acquire_or_renew()  # sees our lease live (and when)
 
         async def lose_lease(_snapshot: HpaSnapshot) -> None:
             kube_server.fail_next("PATCH", HPA_PATH, 409)

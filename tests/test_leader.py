@@ -44,12 +44,14 @@ async def test_two_electors_only_one_wins_then_takeover_after_expiry(
     assert leader.is_leader and not standby.is_leader
     assert _lease(kube_server)["holderIdentity"] == leader.identity
 
-    # renewals keep it; the standby cannot take it before expiry
+    # renewals keep it; the standby, which saw the renewal at +6 s, cannot take it before
+    # 15 s of its own clock have passed since
     assert await leader.try_acquire_or_renew(T0 + timedelta(seconds=5))
-    assert not await standby.try_acquire_or_renew(T0 + timedelta(seconds=19))
+    assert not await standby.try_acquire_or_renew(T0 + timedelta(seconds=6))
+    assert not await standby.try_acquire_or_renew(T0 + timedelta(seconds=20))
     assert _lease(kube_server)["renewTime"] == "2025-03-01T12:00:05.000000Z"
 
-    # the leader stops renewing: after renewTime + 15 s the standby takes over
+    # the leader stops renewing: 15 s after the standby last saw a change, it takes over
     assert await standby.try_acquire_or_renew(T0 + timedelta(seconds=21))
     spec = _lease(kube_server)
     assert spec["holderIdentity"] == standby.identity and spec["leaseTransitions"] == 1
@@ -63,6 +65,9 @@ async def test_racing_takeovers_of_an_expired_lease_have_one_winner(
     old = _elector(kube, "pod-old")
     assert await old.try_acquire_or_renew(T0)
     b, c = _elector(kube, "pod-b"), _elector(kube, "pod-c")
+    # both see the old holder's record first; it never changes again
+    assert not await b.try_acquire_or_renew(T0 + timedelta(seconds=1))
+    assert not await c.try_acquire_or_renew(T0 + timedelta(seconds=1))
     later = T0 + timedelta(seconds=60)
     results = await asyncio.gather(b.try_acquire_or_renew(later), c.try_acquire_or_renew(later))
     assert sorted(results) == [False, True]
@@ -90,3 +95,38 @@ async def test_leader_keeps_lead_through_api_errors_until_renew_deadline(
     with pytest.raises(KubeApiError):
         await a.try_acquire_or_renew(T0 + timedelta(seconds=10))
     assert not a.is_leader
+
+
+async def test_a_candidate_whose_clock_is_ahead_never_takes_a_live_lease(
+    kube_server: KubeDouble, kube: KubeClient
+) -> None:
+    """The finding: a candidate 16 s ahead took a live lease 1 s after it was renewed. A
+    candidate judges expiry only by its own clock since it last *observed* the record change
+    (client-go's rule), never by the holder's renewTime."""
+    skew = timedelta(seconds=16)
+    leader, ahead = _elector(kube, "pod-a"), _elector(kube, "pod-b")
+    assert await leader.try_acquire_or_renew(T0)
+    for renewed in range(5, 61, 5):  # the holder renews every 5 s on its own clock
+        assert await leader.try_acquire_or_renew(T0 + timedelta(seconds=renewed))
+        one_second_later = T0 + timedelta(seconds=renewed + 1) + skew
+        assert not await ahead.try_acquire_or_renew(one_second_later), (
+            f"took a live lease {1} s after its renewal at +{renewed} s"
+        )
+        assert _lease(kube_server)["holderIdentity"] == "pod-a"
+    # The holder stops at +60 s. The candidate last saw a change at +61 s (its clock +77 s):
+    # it waits the lease duration on its own clock, then takes over.
+    assert not await ahead.try_acquire_or_renew(T0 + timedelta(seconds=61 + 14) + skew)
+    assert await ahead.try_acquire_or_renew(T0 + timedelta(seconds=61 + 15) + skew)
+    assert _lease(kube_server)["holderIdentity"] == "pod-b"
+
+
+async def test_a_candidate_whose_clock_is_behind_takes_a_dead_lease_on_time(
+    kube_server: KubeDouble, kube: KubeClient
+) -> None:
+    """The other way round: a candidate an hour behind must not wait an hour more."""
+    behind = timedelta(hours=1)
+    dead, candidate = _elector(kube, "pod-a"), _elector(kube, "pod-b")
+    assert await dead.try_acquire_or_renew(T0)
+    assert not await candidate.try_acquire_or_renew(T0 + timedelta(seconds=1) - behind)
+    assert not await candidate.try_acquire_or_renew(T0 + timedelta(seconds=15) - behind)
+    assert await candidate.try_acquire_or_renew(T0 + timedelta(seconds=16) - behind)

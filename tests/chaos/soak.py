@@ -486,7 +486,10 @@ class Soak:
 
     async def _lose_lease(self, _snapshot: HpaSnapshot) -> None:
         # Our renewals stopped working long enough for the lease to expire; another replica
-        # takes it, between our decision and our write, and keeps it for a few rounds.
+        # takes it, between our decision and our write, and keeps it for a few rounds. The
+        # intruder sees our record unchanged for a lease duration on its clock (the
+        # observed-time rule), so it looks once before the time passes.
+        await self.intruder.try_acquire_or_renew(self.clock())
         self.clock.advance(16)
         await self.intruder.try_acquire_or_renew(self.clock())
         self.intruder_rounds = self.rng.randint(1, 4)
