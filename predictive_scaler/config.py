@@ -1162,6 +1162,16 @@ _CONTROLLER_FIELDS: Final[tuple[_Field[Any], ...]] = (
         (1, 300),
         "How often the leader renews (and candidates retry) the Lease.",
     ),
+    _choice_field(
+        "hpaWatch",
+        "hpa_watch",
+        "cluster",
+        ("cluster", "namespaces", "off"),
+        "How HPAs are read: `cluster` one list + watch of all namespaces (the shipped "
+        "ClusterRole allows it); `namespaces` one per namespace that has a target (enough "
+        "with a Role per namespace); `off` a GET per target per cycle (RBAC without "
+        "list/watch). Until the watch has synced, and while it is broken, reads are GETs.",
+    ),
 )
 
 _CONTROLLER_CROSS: Final = (_ordered("renewPeriod", "leaseDuration", strict=True),)
@@ -1399,6 +1409,9 @@ class ControllerConfig:
 
     renew_period_seconds: float = 5.0
     """Renewal (and retry) period, shorter than ``lease_duration_seconds``."""
+
+    hpa_watch: str = "cluster"
+    """How HPAs are read: ``cluster``, ``namespaces`` (list + watch) or ``off`` (GETs)."""
 
 
 @dataclass(frozen=True)

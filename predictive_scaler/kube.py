@@ -38,7 +38,9 @@ __all__ = [
     "ConfigMapEvent",
     "ConflictError",
     "ForbiddenError",
+    "HpaList",
     "HpaSnapshot",
+    "HpaWatchEvent",
     "KubeApiError",
     "KubeClient",
     "KubeUnavailableError",
@@ -309,6 +311,23 @@ class ConfigMapEvent(NamedTuple):
     resource_version: str
 
 
+class HpaList(NamedTuple):
+    """One list of HPAs and the collection's ``resourceVersion`` to watch from."""
+
+    items: list[HpaSnapshot]
+    resource_version: str
+
+
+class HpaWatchEvent(NamedTuple):
+    """One event of an HPA watch: ``snapshot`` is ``None`` only for a ``BOOKMARK`` (which
+    carries just the resourceVersion to resume from); a ``DELETED`` one carries the object's
+    last state."""
+
+    event_type: Literal["ADDED", "MODIFIED", "DELETED", "BOOKMARK"]
+    snapshot: HpaSnapshot | None
+    resource_version: str
+
+
 def _rfc3339(moment: datetime) -> str:
     _require_aware(moment)
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -379,8 +398,12 @@ class KubeClient:
         return HpaSnapshot.from_dict(self._json(hpa))
 
     async def list_hpas(self, namespace: str | None = None) -> list[HpaSnapshot]:
-        """Every HPA in ``namespace`` (all namespaces when ``None``), for ``status``; the
-        controller itself never lists (it reads its targets by name)."""
+        """Every HPA in ``namespace`` (all namespaces when ``None``)."""
+        return (await self.list_hpas_versioned(namespace)).items
+
+    async def list_hpas_versioned(self, namespace: str | None = None) -> HpaList:
+        """Every HPA in ``namespace`` (all namespaces when ``None``) and the list's
+        resourceVersion, the point a watch continues from (the informer's list)."""
         if namespace is None:
             request = self._autoscaling.list_horizontal_pod_autoscaler_for_all_namespaces(
                 _request_timeout=self.request_timeout_seconds
@@ -390,7 +413,51 @@ class KubeClient:
                 namespace, _request_timeout=self.request_timeout_seconds
             )
         listed = self._json(await _call(request))
-        return [HpaSnapshot.from_dict(item) for item in listed.get("items") or ()]
+        return HpaList(
+            [HpaSnapshot.from_dict(item) for item in listed.get("items") or ()],
+            str((listed.get("metadata") or {}).get("resourceVersion", "")),
+        )
+
+    async def watch_hpas(
+        self,
+        namespace: str | None,
+        resource_version: str,
+        *,
+        timeout_seconds: int = DEFAULT_WATCH_TIMEOUT_SECONDS,
+    ) -> AsyncIterator[HpaWatchEvent]:
+        """ONE watch request of the HPAs in ``namespace`` (all when ``None``) from
+        ``resource_version``: yields its events until the server ends it (its
+        ``timeoutSeconds`` or a dropped connection: the iterator simply ends). Failures are
+        raised typed, a 410 Gone (the version is too old: list again) included. Re-watching,
+        re-listing and backing off are the caller's (:mod:`predictive_scaler.informer`)."""
+        if namespace is None:
+            func = self._autoscaling.list_horizontal_pod_autoscaler_for_all_namespaces
+            args: tuple[str, ...] = ()
+        else:
+            func = self._autoscaling.list_namespaced_horizontal_pod_autoscaler
+            args = (namespace,)
+        try:
+            # return_type "object": the raw dict, not a model built and thrown away per event.
+            async with watch.Watch(return_type="object") as stream:
+                async for event in stream.stream(
+                    func,
+                    *args,
+                    resource_version=resource_version,
+                    allow_watch_bookmarks=True,
+                    timeout_seconds=timeout_seconds,
+                    _request_timeout=(self.request_timeout_seconds, timeout_seconds + 30),
+                ):
+                    raw = event["raw_object"]
+                    event_type = event["type"]
+                    version = str((raw.get("metadata") or {}).get("resourceVersion", ""))
+                    if event_type == "BOOKMARK":
+                        yield HpaWatchEvent("BOOKMARK", None, version)
+                    elif event_type in {"ADDED", "MODIFIED", "DELETED"}:
+                        yield HpaWatchEvent(event_type, HpaSnapshot.from_dict(raw), version)
+        except ApiException as error:  # an error response, or an ERROR event in the stream
+            raise _error_from_api_exception(error) from error
+        except (aiohttp.ClientError, TimeoutError) as error:
+            raise KubeUnavailableError(0, f"{type(error).__name__}: {error}") from error
 
     async def _merge_patch_hpa(self, snapshot: HpaSnapshot, body: dict[str, Any]) -> HpaSnapshot:
         body.setdefault("metadata", {})["resourceVersion"] = snapshot.resource_version

@@ -35,6 +35,7 @@ from predictive_scaler.config import (
     parse_config,
 )
 from predictive_scaler.external_metrics import ExternalMetricsServer, watch_certificate
+from predictive_scaler.informer import CachedHpaApi, HpaInformer, informer_scopes
 from predictive_scaler.kube import KubeApiError, KubeClient, ObjectRef, load_api_client
 from predictive_scaler.leader import LeaderElector
 from predictive_scaler.logs import LogFormat, configure_logging, get_logger
@@ -337,8 +338,12 @@ class Controller:
         max_concurrency: int = DEFAULT_CONCURRENCY,
         shard: Shard | None = None,
         batch_queries: bool = True,
+        hpa_informer: HpaInformer | None = None,
     ) -> None:
         self.kube = kube
+        self.hpa_informer = hpa_informer
+        """The HPA cache the reconcilers read from (``controller.hpaWatch``); ``None``: GETs."""
+        self.hpa_api: HpaApi = kube if hpa_informer is None else CachedHpaApi(kube, hpa_informer)
         self.clock = clock
         self.dry_run = dry_run
         self.elector = elector
@@ -514,6 +519,12 @@ class Controller:
             self.reconcilers[key] = fresh
             self.next_due.setdefault(key, self.clock())
         self.config = config
+        if self.hpa_informer is not None:
+            # Every target's namespace, disabled ones too (their restore reads the HPA).
+            scopes = informer_scopes(
+                config.controller.hpa_watch, (t.namespace for t in config.targets)
+            )
+            self.hpa_informer.set_scopes(scopes or ())
         self.metrics.set_targets(len(wanted))
         self.metrics.set_config_valid(True)
         self.metrics.count_config_reload("applied")
@@ -521,11 +532,10 @@ class Controller:
         log.info("config_reloaded", targets=len(wanted), disabled=len(config.targets) - len(wanted))
 
     def _reconciler(self, target: Target) -> TargetReconciler:
-        kube: HpaApi = self.kube
         return TargetReconciler(
             target,
             self._sources,
-            kube,
+            self.hpa_api,
             clock=self.clock,
             may_patch=self.may_patch,
             dry_run=self.dry_run,
@@ -678,6 +688,8 @@ class Controller:
 
     async def aclose(self) -> None:
         self._sources.close()
+        if self.hpa_informer is not None:
+            await self.hpa_informer.aclose()
 
 
 def _problem_kind(problem: str) -> str:
@@ -822,6 +834,7 @@ async def run_controller(
         max_concurrency=options.max_concurrency,
         fit_runner=fit_runner,
         shard=shard,
+        hpa_informer=HpaInformer(kube, sleep=sleeper),
     )
     supervisor = _Supervisor()
     runner = None

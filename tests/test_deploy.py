@@ -145,6 +145,8 @@ TARGET_LABELS = {"target", "target_namespace", "hpa"}
 
 EXPECTED_RBAC = {
     ("cluster", "autoscaling", HPAS, "get", ()),
+    ("cluster", "autoscaling", HPAS, "list", ()),
+    ("cluster", "autoscaling", HPAS, "watch", ()),
     ("cluster", "autoscaling", HPAS, "patch", ()),
     ("cluster", "", "events", "create", ()),
     ("cluster", "apps", "deployments/scale", "get", ()),
@@ -473,12 +475,13 @@ class TestRbac:
     @pytest.mark.parametrize(
         ("verb", "group", "resource", "namespace", "name", "allowed"),
         [
-            # HPAs, any namespace: read by name and merge-patch; never list, watch, replace,
-            # create or delete.
+            # HPAs, any namespace: list + watch (the informer), read by name and
+            # merge-patch; never replace, create or delete.
             ("get", "autoscaling", HPAS, "nim", "meta-llama3-8b-instruct", True),
             ("patch", "autoscaling", HPAS, "llm", "chat", True),
-            ("list", "autoscaling", HPAS, None, None, False),
-            ("watch", "autoscaling", HPAS, "nim", None, False),
+            ("list", "autoscaling", HPAS, None, None, True),
+            ("watch", "autoscaling", HPAS, None, None, True),
+            ("watch", "autoscaling", HPAS, "nim", None, True),
             ("update", "autoscaling", HPAS, "nim", "x", False),
             ("delete", "autoscaling", HPAS, "nim", "x", False),
             ("create", "autoscaling", HPAS, "nim", None, False),

@@ -7,7 +7,8 @@ ConfigMap's own configuration (the documented NIM example), the example HPA of
 usage behind it. Time is virtual: every sleep of the controller waits for the test to move
 the clock, so each step runs to completion before the next (no real sleeping, no racing).
 
-Lifecycle covered: startup and the config watch (list + watch of its ConfigMap by name),
+Lifecycle covered: startup and the config watch (list + watch of its ConfigMap by name), the
+HPA informer (list + watch of all HPAs; a GET while its watch is broken),
 leader election (create the Lease, renew it), cycles that raise ``minReplicas`` (get + merge
 patch of the HPA, an Event on it), a bad ConfigMap (Warning Event on the ConfigMap), a target
 removed (its base restored) and added back, and SIGTERM-like stop with ``--restore-on-exit``
@@ -260,6 +261,25 @@ async def test_the_deployed_rbac_is_exactly_enough(
         renewals = [r for r in kube_server.requests if r.method == "PUT" and "/leases/" in r.path]
         assert len(renewals) >= 120 / controller.elector.renew_period_seconds - 1
 
+        # HPAs come from the informer (list + watch of all namespaces), so far without a GET.
+        # Its watch is cut and the API refuses the re-list for a while: the cache is not
+        # trusted meanwhile and the cycles read their HPA by name (get), then it syncs again.
+        def hpa_gets() -> int:
+            return sum(
+                1
+                for r in kube_server.requests
+                if r.method == "GET" and r.path.endswith(f"/horizontalpodautoscalers/{HPA_NAME}")
+            )
+
+        assert controller.hpa_informer is not None and controller.hpa_informer.synced
+        gets = hpa_gets()
+        kube_server.fail_next("GET", r"/apis/autoscaling/v2/horizontalpodautoscalers$", 503, 8)
+        kube_server.drop_watches()
+        await run.until(lambda: hpa_gets() > gets)
+        await run.until(
+            lambda: controller.hpa_informer is not None and controller.hpa_informer.synced
+        )
+
         # A bad ConfigMap: a Warning Event on it; the last good configuration stays.
         good = controller.config
         bad = good_config.replace("scaleUpStep: 2", "scaleUpStep: 0")
@@ -308,8 +328,12 @@ async def test_the_deployed_rbac_is_exactly_enough(
     assert lease is not None and not lease["spec"].get("holderIdentity")
 
     # Enough: nothing the controller asked for was refused (nor failed, but the first read of
-    # the Lease, which does not exist yet and is then created).
-    requests = kube_server.requests
+    # the Lease, which does not exist yet and is then created, and the 503s injected above).
+    injected = ("GET", "/apis/autoscaling/v2/horizontalpodautoscalers", 503)
+    requests = [
+        r for r in kube_server.requests if (r.method, r.path, r.status) != injected or r.allowed
+    ]
+    assert len(requests) == len(kube_server.requests) - 8
     assert [(r.method, r.path, r.status) for r in requests if not r.allowed] == []
     assert {
         (r.method, r.attributes.resource if r.attributes else r.path, r.status)
