@@ -554,14 +554,25 @@ class KubeClient:
         watch_timeout_seconds: int = DEFAULT_WATCH_TIMEOUT_SECONDS,
         backoff_seconds: Sequence[float] = DEFAULT_WATCH_BACKOFF_SECONDS,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        on_restart: Callable[[str], None] | None = None,
     ) -> AsyncIterator[ConfigMapEvent]:
         """Yield the ConfigMap's current state first (``DELETED`` when it is absent), then
         every change. Dropped or expired watches are re-established from the last seen
         resourceVersion (a 410 Gone re-lists); failures back off through ``backoff_seconds``
-        (the last delay repeats). 401/403 are raised: retrying cannot fix RBAC."""
+        (the last delay repeats). 401/403 are raised: the caller decides whether to retry
+        (:mod:`predictive_scaler.config_watch` does, with its own backoff).
+
+        ``on_restart`` hears why each watch request ended before the next one: ``closed``
+        (the server ended it, e.g. its timeout), ``expired`` (410 Gone: re-list),
+        ``disconnected`` (no answer, connection reset) or ``error`` (any other status)."""
         selector = f"metadata.name={name}"
         resource_version: str | None = None
         failures = 0
+
+        def restarted(reason: str) -> None:
+            if on_restart is not None:
+                on_restart(reason)
+
         while True:
             try:
                 if resource_version is None:
@@ -609,21 +620,29 @@ class KubeClient:
                             {str(k): str(v) for k, v in data.items()},
                             resource_version,
                         )
+                restarted("closed")
                 if received == 0 and time.monotonic() - started < 1.0:
                     failures += 1  # ended at once without news: do not spin
                     await sleep(backoff_seconds[min(failures, len(backoff_seconds)) - 1])
             except ApiException as error:  # raised by the watch stream itself
                 mapped = _error_from_api_exception(error)
                 if mapped.status == 410:
+                    restarted("expired")
                     resource_version = None
                     continue
+                if mapped.status not in {401, 403}:
+                    restarted("disconnected" if mapped.status == 0 else "error")
                 failures = await self._watch_failed(mapped, failures, backoff_seconds, sleep)
             except KubeApiError as error:
                 if error.status == 410:
+                    restarted("expired")
                     resource_version = None
                     continue
+                if error.status not in {401, 403}:
+                    restarted("disconnected" if error.status == 0 else "error")
                 failures = await self._watch_failed(error, failures, backoff_seconds, sleep)
             except (aiohttp.ClientError, TimeoutError) as error:
+                restarted("disconnected")
                 unavailable = KubeUnavailableError(0, f"{type(error).__name__}: {error}")
                 failures = await self._watch_failed(unavailable, failures, backoff_seconds, sleep)
 

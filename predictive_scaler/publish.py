@@ -192,6 +192,13 @@ class ControllerMetrics:
             ("result",),
             registry=r,
         )
+        self.config_watch_restarts = Counter(
+            "predictive_scaler_config_watch_restarts",
+            "ConfigMap watch requests started again, by why the last one ended (closed, "
+            "expired, disconnected, error, unauthorized, forbidden).",
+            ("reason",),
+            registry=r,
+        )
         self.is_leader = Gauge(
             "predictive_scaler_is_leader",
             "1 while this instance holds the leader Lease (only the leader patches).",
@@ -308,6 +315,9 @@ class ControllerMetrics:
 
     def count_config_reload(self, result: str) -> None:
         self.config_reloads.labels(result).inc()
+
+    def count_config_watch_restart(self, reason: str) -> None:
+        self.config_watch_restarts.labels(reason).inc()
 
     def set_leader(self, leader: bool) -> None:
         self.is_leader.set(1 if leader else 0)

@@ -34,9 +34,16 @@ from predictive_scaler.config import (
     load_config_file,
     parse_config,
 )
+from predictive_scaler.config_watch import watch_config_map
 from predictive_scaler.external_metrics import ExternalMetricsServer, watch_certificate
 from predictive_scaler.informer import CachedHpaApi, HpaInformer, informer_scopes
-from predictive_scaler.kube import KubeApiError, KubeClient, ObjectRef, load_api_client
+from predictive_scaler.kube import (
+    ConfigMapEvent,
+    KubeApiError,
+    KubeClient,
+    ObjectRef,
+    load_api_client,
+)
 from predictive_scaler.leader import LeaderElector
 from predictive_scaler.logs import LogFormat, configure_logging, get_logger
 from predictive_scaler.prometheus import (
@@ -990,10 +997,22 @@ async def _watch_config_map(
     sleeper: Sleeper,
     ready: asyncio.Event,
 ) -> None:
+    """Follow the ConfigMap for good (:mod:`predictive_scaler.config_watch`)."""
     namespace, name = ref
-    async for event in controller.kube.watch_configmap(namespace, name, sleep=sleeper):
+    seen: list[str | None] = []  # the data last taken: a re-list feeds it again
+
+    async def on_event(event: ConfigMapEvent) -> None:
         if event.event_type == "DELETED":
+            seen.clear()
             await controller.reject_config(f"ConfigMap {namespace}/{name} does not exist")
-            continue
-        if await controller.load_config_text(event.data.get(CONFIG_KEY)):
+            return
+        text = event.data.get(CONFIG_KEY)
+        if seen == [text] and ready.is_set():
+            return
+        seen[:] = [text]
+        if await controller.load_config_text(text):
             ready.set()
+
+    await watch_config_map(
+        controller.kube, namespace, name, on_event, metrics=controller.metrics, sleep=sleeper
+    )
