@@ -199,6 +199,13 @@ class ControllerMetrics:
             ("reason",),
             registry=r,
         )
+        self.restores = Counter(
+            "predictive_scaler_restores",
+            "Attempts to give an HPA with no enabled target its base back, by result "
+            "(restored, clean, gone, owned, failed).",
+            ("result",),
+            registry=r,
+        )
         self.is_leader = Gauge(
             "predictive_scaler_is_leader",
             "1 while this instance holds the leader Lease (only the leader patches).",
@@ -318,6 +325,9 @@ class ControllerMetrics:
 
     def count_config_watch_restart(self, reason: str) -> None:
         self.config_watch_restarts.labels(reason).inc()
+
+    def count_restore(self, result: str) -> None:
+        self.restores.labels(result).inc()
 
     def set_leader(self, leader: bool) -> None:
         self.is_leader.set(1 if leader else 0)

@@ -68,6 +68,7 @@ from predictive_scaler.reconcile import (
     TargetReconciler,
     prefetch_batched,
 )
+from predictive_scaler.restore import OrphanSweep, RestoreQueue
 from predictive_scaler.settings import CONFIG_KEY, parse_config_map_ref, prometheus_settings
 from predictive_scaler.sharding import Shard, lease_name_for
 
@@ -360,7 +361,13 @@ class Controller:
         self.fit_runner: FitRunner = fit_runner or ThreadFitRunner(DEFAULT_FIT_TIMEOUT_SECONDS)
         self.config: Config | None = None
         self.reconcilers: dict[TargetKey, TargetReconciler] = {}
-        self.pending_restores: dict[TargetKey, TargetReconciler] = {}
+        self.pending_restores = RestoreQueue(
+            self.hpa_api, clock=clock, may_patch=self.may_patch, metrics=self.metrics
+        )
+        """Removed, disabled and orphaned HPAs whose base is still to be given back."""
+        self.orphan_sweep = OrphanSweep(
+            kube, self.pending_restores, clock=clock, cache=hpa_informer
+        )
         self.next_due: dict[TargetKey, datetime] = {}
         self.last_reports: dict[TargetKey, CycleReport] = {}
         self._sources = _SourceSwitch(prometheus_url)
@@ -487,14 +494,6 @@ class Controller:
             for key, target in wanted.items()
             if key not in self.reconcilers or self.reconcilers[key].target != target
         }
-        disabled = {
-            (t.namespace, t.name): self._reconciler(t)
-            for t in config.targets
-            if not t.enabled
-            and owns(t.namespace, t.name)
-            and (t.namespace, t.name) not in self.pending_restores
-            and (t.namespace, t.name) not in self.reconcilers  # queued below as it is
-        }
         self._sources.configure(config.prometheus)  # the last step that may raise
         for key, old in list(self.reconcilers.items()):
             if key not in wanted:
@@ -503,17 +502,17 @@ class Controller:
                 self.last_reports.pop(key, None)
                 self.metrics.remove_target(old.target.id)
                 if owns(*key):  # another shard's target is that shard's to manage
-                    self.pending_restores[key] = old
+                    self.pending_restores.add(key)
                 log.info("target_removed", target=old.target.id)
         # A disabled target found at start may still carry our raise from a previous run.
         for target in config.targets:
             key = (target.namespace, target.name)
             if not owns(*key):
                 continue
-            if not target.enabled and key not in self.pending_restores:
-                self.pending_restores[key] = disabled[key]
+            if not target.enabled:
+                self.pending_restores.add(key)
         for key, target in wanted.items():
-            self.pending_restores.pop(key, None)
+            self.pending_restores.discard(key)
             current = self.reconcilers.get(key)
             if key not in built:
                 continue
@@ -532,6 +531,8 @@ class Controller:
                 config.controller.hpa_watch, (t.namespace for t in config.targets)
             )
             self.hpa_informer.set_scopes(scopes or ())
+        # What a previous run (or a lost queue) left raised is found by its annotations.
+        self.orphan_sweep.request(config, owns)
         self.metrics.set_targets(len(wanted))
         self.metrics.set_config_valid(True)
         self.metrics.count_config_reload("applied")
@@ -668,19 +669,12 @@ class Controller:
         )
 
     async def restore_pending(self) -> None:
-        """Give removed or disabled targets their base back, once each (retried on failure)."""
-        if not self.pending_restores or not self.may_patch():
+        """Sweep for orphans when due, then give back the bases whose time has come
+        (:mod:`predictive_scaler.restore`); only while we may patch."""
+        if not self.may_patch():
             return
-        for key, reconciler in list(self.pending_restores.items()):
-            try:
-                done = await reconciler.restore()
-            except asyncio.CancelledError:
-                raise
-            except Exception as error:
-                log.exception("restore_failed", target=reconciler.target.id, error=str(error))
-                done = False
-            if done:
-                self.pending_restores.pop(key, None)
+        await self.orphan_sweep.run_due()
+        await self.pending_restores.run_due()
 
     async def restore_all(self) -> None:
         """Restore every managed target's base (``--restore-on-exit``)."""
@@ -691,7 +685,8 @@ class Controller:
                 raise
             except Exception as error:
                 log.exception("restore_failed", target=reconciler.target.id, error=str(error))
-        await self.restore_pending()
+        if self.may_patch():
+            await self.pending_restores.run_due(force=True)
 
     async def aclose(self) -> None:
         self._sources.close()
