@@ -145,3 +145,45 @@ async def test_a_deleted_then_recreated_config_map_is_followed(
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await asyncio.wait_for(task, 5)
+
+
+async def test_refused_watches_back_off_through_the_delay_sequence(
+    kube_server: KubeDouble, kube_api: client.ApiClient
+) -> None:
+    from predictive_scaler.config_watch import watch_config_map
+    from predictive_scaler.publish import ControllerMetrics
+
+    kube_server.put_object(make_configmap("ops", "scaler", {"config.yaml": "a: 1"}))
+    kube_server.fail_next("GET", r"/namespaces/ops/configmaps$", 403, times=4)
+    delays: list[float] = []
+    seen: list[str] = []
+
+    async def sleeper(seconds: float) -> None:
+        delays.append(seconds)
+        await asyncio.sleep(0)
+
+    async def on_event(event: object) -> None:
+        seen.append(repr(event))
+
+    metrics = ControllerMetrics()
+    task = asyncio.create_task(
+        watch_config_map(
+            KubeClient(kube_api),
+            "ops",
+            "scaler",
+            on_event,  # type: ignore[arg-type]
+            metrics=metrics,
+            sleep=sleeper,
+            backoff_seconds=(7.0, 11.0, 13.0),
+        )
+    )
+    try:
+        await eventually(lambda: bool(seen) or task.done(), 10)
+        assert not task.done(), task
+        assert delays[:4] == [7.0, 11.0, 13.0, 13.0], delays  # the last delay repeats
+        text = metrics.generate_latest().decode()
+        assert 'predictive_scaler_config_watch_restarts_total{reason="forbidden"} 4.0' in text
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(task, 5)

@@ -227,3 +227,34 @@ async def test_the_sweep_lists_per_namespace_when_rbac_refuses_a_cluster_list(
         assert (f"/apis/autoscaling/v2/namespaces/{NS}/horizontalpodautoscalers", 200) in statuses
     finally:
         await controller.aclose()
+
+
+async def test_failed_restores_back_off_through_the_delay_sequence(
+    kube_server: KubeDouble,
+    kube_api: client.ApiClient,
+    prometheus: PrometheusFaultProxy,
+    clock: FakeClock,
+) -> None:
+    from predictive_scaler.restore import RESTORE_BACKOFF_SECONDS
+
+    kube_server.put_object(make_hpa(NS, "nim", 5, 10, annotations=dict(RAISED)))
+    kube_server.fail_next("PATCH", HPA_PATH, 503, times=4)
+    controller = _controller(kube_api, prometheus.url, clock)
+    attempts: list[float] = []
+    try:
+        controller.apply_config(parse_config(NO_TARGETS))
+        for second in range(400):
+            before = sum(1 for r in kube_server.requests if r.method == "PATCH")
+            await controller.restore_pending()
+            if sum(1 for r in kube_server.requests if r.method == "PATCH") > before:
+                attempts.append(second)
+            if not controller.pending_restores:
+                break
+            clock.advance(1)
+    finally:
+        await controller.aclose()
+    expected = [0.0]
+    for delay in RESTORE_BACKOFF_SECONDS[:4]:
+        expected.append(expected[-1] + delay)
+    assert attempts == expected, attempts
+    assert _hpa(kube_server)[0] == 2
