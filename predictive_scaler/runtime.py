@@ -677,16 +677,13 @@ class Controller:
         await self.pending_restores.run_due()
 
     async def restore_all(self) -> None:
-        """Restore every managed target's base (``--restore-on-exit``)."""
-        for reconciler in list(self.reconcilers.values()):
-            try:
-                await reconciler.restore()
-            except asyncio.CancelledError:
-                raise
-            except Exception as error:
-                log.exception("restore_failed", target=reconciler.target.id, error=str(error))
-        if self.may_patch():
-            await self.pending_restores.run_due(force=True)
+        """Restore every managed target's base (``--restore-on-exit``), dry-run ones too (the
+        HPA's annotations say whether anything is ours): one attempt each."""
+        if not self.may_patch():
+            return
+        for key in self.reconcilers:
+            self.pending_restores.add(key)
+        await self.pending_restores.run_due(force=True)
 
     async def aclose(self) -> None:
         self._sources.close()

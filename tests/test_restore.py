@@ -258,3 +258,25 @@ async def test_failed_restores_back_off_through_the_delay_sequence(
         expected.append(expected[-1] + delay)
     assert attempts == expected, attempts
     assert _hpa(kube_server)[0] == 2
+
+
+async def test_restore_on_exit_gives_a_dry_run_targets_leftover_raise_back(
+    kube_server: KubeDouble,
+    kube_api: client.ApiClient,
+    prometheus: PrometheusFaultProxy,
+    clock: FakeClock,
+) -> None:
+    """``--restore-on-exit`` hands back every HPA of ours, a dry-run target's included (it
+    carries the raise of the live run before it)."""
+    kube_server.put_object(make_hpa(NS, "nim", 1, 10))
+    controller = _controller(kube_api, prometheus.url, clock)
+    try:
+        controller.apply_config(parse_config(CONFIG))
+        [report] = await controller.run_due()
+        assert report.applied == 3
+        controller.apply_config(parse_config(DRY))
+        await controller.restore_all()
+        minimum, annotations = _hpa(kube_server)
+        assert (minimum, _ours(annotations)) == (1, set()), (minimum, annotations)
+    finally:
+        await controller.aclose()
