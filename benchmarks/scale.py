@@ -22,12 +22,16 @@ the controller's interval is 30 s and a cycle without a new point costs less).
 - ``baseline``: the same controller refitting every target every cycle (refitInterval = the
   step), the refit-every-cycle design the issue compares against.
 - ``unbatched``: ``optimised`` with one range query per target and query (batching off).
+- ``gets``: ``optimised`` reading each HPA by GET every cycle (``controller.hpaWatch: off``),
+  the read path before the informer.
 
 Figures per mode: cold cycle wall time, steady p50/p95 wall time, CPU seconds per steady
 cycle (the controller process plus its fit workers, from /proc), peak RSS (controller plus
 workers, each process's high-water mark summed: an upper bound), Prometheus range requests
 and response bytes per steady cycle (Prometheus' own ``prometheus_http_requests_total`` and
-``prometheus_http_response_size_bytes_sum`` for ``/api/v1/query_range``). The forecasts and
+``prometheus_http_response_size_bytes_sum`` for ``/api/v1/query_range``), HPA reads per steady
+cycle (GETs of an HPA the API double answered within the cycle, by its own request record;
+the informer's list + watch are counted apart). The forecasts and
 decisions of ``optimised`` are compared with the baseline's, target by target and cycle by
 cycle. Prints a Markdown table.
 """
@@ -79,7 +83,7 @@ STEP = 60.0
 BLOCK = 7200.0
 TARGET_PER_POD = 0.7
 INTERVAL = 30.0
-MODES = ("optimised", "baseline", "unbatched")
+MODES = ("optimised", "baseline", "unbatched", "gets")
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 FloatArray = npt.NDArray[np.float64]
@@ -185,8 +189,10 @@ def prepare_tsdb(workdir: Path, n: int, days: float, jobs: int) -> tuple[Path, f
 # ---------------------------------------------------------------------------- worker
 
 
-def config_text(n: int, refit: str) -> str:
+def config_text(n: int, refit: str, hpa_watch: str = "cluster") -> str:
     lines = [
+        "controller:",
+        f"  hpaWatch: {hpa_watch}",
         "defaults:",
         "  interval: 30s",
         "  step: 1m",
@@ -249,6 +255,7 @@ def _prom_counters(url: str) -> tuple[float, float]:
 
 async def run_worker(args: argparse.Namespace) -> dict[str, Any]:
     from predictive_scaler.config import parse_config
+    from predictive_scaler.informer import HpaInformer
     from predictive_scaler.kube import KubeClient
     from predictive_scaler.logs import configure_logging
     from predictive_scaler.runtime import Controller, ProcessFitRunner
@@ -268,9 +275,16 @@ async def run_worker(args: argparse.Namespace) -> dict[str, Any]:
         fit_runner=runner,
         max_concurrency=args.concurrency,
         batch_queries=mode != "unbatched",
+        hpa_informer=HpaInformer(kube),  # as run_controller does; hpaWatch decides its scope
     )
     controller.apply_config(
-        parse_config(config_text(args.targets, "1m" if mode == "baseline" else "6h"))
+        parse_config(
+            config_text(
+                args.targets,
+                "1m" if mode == "baseline" else "6h",
+                "off" if mode == "gets" else "cluster",
+            )
+        )
     )
     pool_pids: list[int] = []
 
@@ -299,8 +313,10 @@ async def run_worker(args: argparse.Namespace) -> dict[str, Any]:
             if profiler is not None and index > 0:
                 profiler.enable()
             started = time.perf_counter()
+            began = time.monotonic()
             reports = await controller.run_due()
             wall = time.perf_counter() - started
+            ended = time.monotonic()
             if profiler is not None and index > 0:
                 profiler.disable()
             cpu = cpu_now() - cpu0
@@ -312,6 +328,7 @@ async def run_worker(args: argparse.Namespace) -> dict[str, Any]:
                     "requests": requests1 - requests0,
                     "bytes": bytes1 - bytes0,
                     "refits": _fit_count(controller) - refits0,
+                    "window": [began, ended],
                     "problems": sum(1 for r in reports for s in r.signals if s.problem),
                     "errors": sum(1 for r in reports if r.error),
                     "decisions": {
@@ -374,6 +391,10 @@ class ModeFigures:
     requests: float
     bytes: float
     cold_requests: float
+    hpa_gets: float
+    cold_hpa_gets: float
+    hpa_lists: int
+    hpa_watches: int
     refits: float
     problems: int
 
@@ -395,6 +416,10 @@ def summarise(result: dict[str, Any]) -> ModeFigures:
         requests=float(np.mean([c["requests"] for c in steady])),
         bytes=float(np.mean([c["bytes"] for c in steady])),
         cold_requests=cold["requests"],
+        hpa_gets=float(np.mean([c["hpa_gets"] for c in steady])),
+        cold_hpa_gets=cold["hpa_gets"],
+        hpa_lists=result["hpa_lists"],
+        hpa_watches=result["hpa_watches"],
         refits=float(np.mean([c["refits"] for c in steady])),
         problems=sum(c["problems"] + c["errors"] for c in cycles),
     )
@@ -482,10 +507,29 @@ async def run_mode(
         code = await proc.wait()
         if code != 0:
             raise RuntimeError(f"worker {mode} for {n} targets exited with {code}")
+        result: dict[str, Any] = json.loads(out.read_text())
+        _count_hpa_requests(result, kube.requests)
     finally:
         await kube.close()
-    result: dict[str, Any] = json.loads(out.read_text())
     return result
+
+
+def _count_hpa_requests(result: dict[str, Any], records: list[Any]) -> None:
+    """HPA reads per cycle from the double's own record: the GETs of one HPA it answered
+    within each cycle's window, and the informer's lists and watches over the whole run."""
+    hpa = [
+        r
+        for r in records
+        if r.attributes is not None
+        and r.attributes.resource == "horizontalpodautoscalers"
+        and not r.attributes.subresource
+    ]
+    gets = [r.at for r in hpa if r.attributes.verb == "get"]
+    for cycle in result["cycles"]:
+        began, ended = cycle.pop("window")
+        cycle["hpa_gets"] = sum(1 for at in gets if began <= at <= ended)
+    result["hpa_lists"] = sum(1 for r in hpa if r.attributes.verb == "list")
+    result["hpa_watches"] = sum(1 for r in hpa if r.attributes.verb == "watch")
 
 
 def _load() -> str:
@@ -554,6 +598,7 @@ async def drive(args: argparse.Namespace) -> int:
                 f"| {f.cold_cpu:.1f} | {f.steady_cpu:.2f} | {ratio} | {f.rss_mib:.0f} "
                 f"({f.controller_rss_mib:.0f} + {f.workers_rss_mib:.0f}) "
                 f"| {f.cold_requests:.0f} | {f.requests:.1f} | {f.bytes / 1024:.1f} "
+                f"| {f.cold_hpa_gets:.0f} | {f.hpa_gets:.1f} | {f.hpa_lists} / {f.hpa_watches} "
                 f"| {f.refits:.1f} | {f.problems} | {results[mode]['load']} |"
             )
         if cmp is not None:
@@ -569,8 +614,9 @@ async def drive(args: argparse.Namespace) -> int:
         "| targets | mode | cold s | steady p50 s | steady p95 s | cold CPU s "
         "| steady CPU s/cycle | CPU ratio vs baseline | peak RSS MiB (controller + workers) "
         "| cold prom req "
-        "| prom req/cycle | prom KiB/cycle | refits/cycle | problems | load 1m/5m |\n"
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+        "| prom req/cycle | prom KiB/cycle | cold HPA GETs | HPA reads per steady cycle "
+        "| HPA lists / watches | refits/cycle | problems | load 1m/5m |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     )
     print(header)
     print("\n".join(rows))

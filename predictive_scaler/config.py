@@ -1126,6 +1126,18 @@ _PROMETHEUS_FIELDS: Final[tuple[_Field[Any], ...]] = (
     ),
 )
 
+_HPA_WATCH_RULE: Final = "must be one of: cluster, namespaces, off"
+
+
+def _parse_hpa_watch(value: object, ctx: _Ctx, path: str) -> str:
+    # YAML 1.1 reads a bare `off` as false: take it as the word the user wrote.
+    if value is False:
+        return "off"
+    if value not in {"cluster", "namespaces", "off"}:
+        raise _Invalid(_HPA_WATCH_RULE)
+    return str(value)
+
+
 _CONTROLLER_FIELDS: Final[tuple[_Field[Any], ...]] = (
     _integer_field(
         "metricsPort", "metrics_port", 8080, (1, 65535), "Port of the `/metrics` endpoint."
@@ -1162,15 +1174,17 @@ _CONTROLLER_FIELDS: Final[tuple[_Field[Any], ...]] = (
         (1, 300),
         "How often the leader renews (and candidates retry) the Lease.",
     ),
-    _choice_field(
+    _Field(
         "hpaWatch",
-        "hpa_watch",
+        "string",
         "cluster",
-        ("cluster", "namespaces", "off"),
+        _HPA_WATCH_RULE,
         "How HPAs are read: `cluster` one list + watch of all namespaces (the shipped "
         "ClusterRole allows it); `namespaces` one per namespace that has a target (enough "
         "with a Role per namespace); `off` a GET per target per cycle (RBAC without "
         "list/watch). Until the watch has synced, and while it is broken, reads are GETs.",
+        _parse_hpa_watch,
+        "hpa_watch",
     ),
 )
 

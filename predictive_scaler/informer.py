@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -270,12 +271,17 @@ class HpaInformer:
                     self._replace(state, listed)
                     await self._set_synced(scope, state, True)
                 assert state.resource_version is not None
+                started, received = time.monotonic(), 0
                 async for event in self.source.watch_hpas(
                     scope, state.resource_version, timeout_seconds=self.watch_timeout_seconds
                 ):
                     self._apply(state, event)
-                    failures = 0
-                # The server ended the watch (its timeout): resume from where it stopped.
+                    failures, received = 0, received + 1
+                # The server ended the watch (its timeout): resume from where it stopped,
+                # after a pause if it ended at once without news (do not spin on the server).
+                if received == 0 and time.monotonic() - started < 1.0:
+                    quiet = min(failures + 1, len(self.backoff_seconds))
+                    await self.sleep(self.backoff_seconds[quiet - 1])
             except asyncio.CancelledError:
                 raise
             except KubeApiError as error:

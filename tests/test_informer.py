@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 from kubernetes_asyncio import client
 
-from predictive_scaler.informer import ALL_NAMESPACES, CachedHpaApi, HpaInformer
+from predictive_scaler.config import ConfigError, parse_config
+from predictive_scaler.informer import ALL_NAMESPACES, CachedHpaApi, HpaInformer, informer_scopes
 from predictive_scaler.kube import (
     ANNOTATION_BASE_MIN_REPLICAS,
     ConflictError,
@@ -329,3 +330,29 @@ async def test_namespaced_rbac_is_enough_and_cluster_wide_falls_back_to_get() ->
             await cluster.aclose()
             await namespaced.aclose()
             await api.close()
+
+
+@pytest.mark.parametrize(
+    ("written", "mode", "scopes"),
+    [
+        ("cluster", "cluster", [ALL_NAMESPACES]),
+        ("namespaces", "namespaces", ["a", "b"]),
+        ("off", "off", None),  # YAML 1.1 reads a bare off as false
+        ('"off"', "off", None),
+    ],
+)
+def test_hpa_watch_setting_decides_the_scopes(
+    written: str, mode: str, scopes: list[str | None] | None
+) -> None:
+    config = parse_config(
+        f"controller:\n  hpaWatch: {written}\ntargets:\n"
+        "  - hpa: {namespace: b, name: x}\n  - hpa: {namespace: a, name: y}\n"
+        "  - hpa: {namespace: b, name: z}\n"
+    )
+    assert config.controller.hpa_watch == mode
+    assert informer_scopes(mode, (t.namespace for t in config.targets)) == scopes
+
+
+def test_hpa_watch_setting_is_validated() -> None:
+    with pytest.raises(ConfigError, match=r"controller\.hpaWatch: got True: must be one of"):
+        parse_config("controller:\n  hpaWatch: yes\ntargets: []\n")

@@ -16,8 +16,9 @@ ClusterRoleBinding) grants everywhere, as the real authorizer does.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 PolicyRule = Mapping[str, Sequence[str]]
@@ -61,6 +62,9 @@ class RequestRecord:
     """The HTTP status answered; ``None`` for a watch its client cut off (no final status)."""
     body: bytes | None = None
     """The request body of a write (PATCH, PUT, POST), as sent, so tests can assert it."""
+    at: float = field(default_factory=time.monotonic)
+    """When the double answered (``time.monotonic``: one clock for every process of the
+    machine, so a benchmark can put requests into its worker's cycles)."""
 
 
 def rule_allows(rule: PolicyRule, attrs: RequestAttributes) -> bool:
