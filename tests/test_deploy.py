@@ -1434,3 +1434,12 @@ class TestQuickStart:
     def test_example_hpa_is_not_offered_for_the_dry_run(self) -> None:
         header = (DEPLOY_DIR / "examples" / "nim-hpa.yaml").read_text(encoding="utf-8")
         assert "changes nothing" not in header
+
+    @pytest.mark.skipif(not HAS_KUBECTL, reason="kubectl is not installed")
+    def test_python_renderer_agrees_with_kubectl(self, tmp_path: Path) -> None:
+        # The step's `images:`, rendered by both (CI has no kubectl: the Python one must agree).
+        step = _sections(QUICKSTART.read_text(encoding="utf-8"))["4"]
+        directory = _quickstart_kustomization(step, tmp_path / "my-predictive-scaler")
+        by_kubectl = {object_key(obj): obj for obj in render_with_kubectl(directory)}
+        by_python = {object_key(obj): obj for obj in render_with_python(directory)}
+        assert by_python == by_kubectl
