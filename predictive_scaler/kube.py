@@ -25,6 +25,17 @@ from kubernetes_asyncio import client, watch
 from kubernetes_asyncio.client.exceptions import ApiException
 from kubernetes_asyncio.config import incluster_config, kube_config
 
+# The annotation names live with their (de)serialisation; re-exported for the adapter's users.
+from predictive_scaler.annotations import (
+    ANNOTATION_APPLIED_MIN_REPLICAS,
+    ANNOTATION_BASE_MIN_REPLICAS,
+    ANNOTATION_LAST_FORECAST,
+    ANNOTATION_MODEL,
+    ANNOTATION_PREFIX,
+    ANNOTATION_REASON,
+    ANNOTATION_UPDATED_AT,
+)
+
 __all__ = [
     "ANNOTATION_APPLIED_MIN_REPLICAS",
     "ANNOTATION_BASE_MIN_REPLICAS",
@@ -50,13 +61,6 @@ __all__ = [
     "parse_quantity",
 ]
 
-ANNOTATION_PREFIX: Final = "predictive-scaler.io/"
-ANNOTATION_BASE_MIN_REPLICAS: Final = ANNOTATION_PREFIX + "base-min-replicas"
-ANNOTATION_APPLIED_MIN_REPLICAS: Final = ANNOTATION_PREFIX + "applied-min-replicas"
-ANNOTATION_LAST_FORECAST: Final = ANNOTATION_PREFIX + "last-forecast"
-ANNOTATION_MODEL: Final = ANNOTATION_PREFIX + "model"
-ANNOTATION_REASON: Final = ANNOTATION_PREFIX + "reason"
-ANNOTATION_UPDATED_AT: Final = ANNOTATION_PREFIX + "updated-at"
 
 #: ``source.component`` / ``reportingComponent`` of the Events we emit.
 EVENT_COMPONENT: Final = "predictive-scaler"

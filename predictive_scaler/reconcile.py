@@ -26,6 +26,11 @@ import numpy.typing as npt
 
 from models import FitResult, InsufficientHistory, InvalidSeries
 from models.series import mask_ranges
+from predictive_scaler.annotations import (
+    MANAGED_ANNOTATIONS,
+    decide_info_refresh,
+    state_changed,
+)
 from predictive_scaler.config import HPA_METRIC_ALIASES, Policy, Signal, Target
 from predictive_scaler.decision import (
     Decision,
@@ -100,24 +105,6 @@ LIVE_ERROR_WINDOW: Final = 288
 REASON_BASE_RESTORED: Final = "BaseRestored"
 SELECTOR_REFRESH_SECONDS: Final = 600.0
 """How often the scale target's pod selector is read again while the target is unchanged."""
-
-MANAGED_ANNOTATIONS: Final = (
-    ANNOTATION_BASE_MIN_REPLICAS,
-    ANNOTATION_APPLIED_MIN_REPLICAS,
-    ANNOTATION_LAST_FORECAST,
-    ANNOTATION_MODEL,
-    ANNOTATION_REASON,
-    ANNOTATION_UPDATED_AT,
-)
-# Only these trigger a patch on their own (the reason by its code); the forecast and the
-# timestamp change every cycle and ride along with a real change, so a steady HPA is not
-# rewritten every 30 s.
-_PATCH_TRIGGERS: Final = (
-    ANNOTATION_BASE_MIN_REPLICAS,
-    ANNOTATION_APPLIED_MIN_REPLICAS,
-    ANNOTATION_MODEL,
-    ANNOTATION_REASON,
-)
 
 
 class MetricSource(Protocol):
@@ -605,6 +592,9 @@ class TargetReconciler:
         self._owner_reported: ForeignOwner | None = None
         """The owner the last Warning Event was about (one Event per owner, not per cycle)."""
         self._owner_logged: ForeignOwner | None = None
+        self._info_stale_since: datetime | None = None
+        """First cycle of the current run whose reason code or model differed from the HPA's
+        annotations (``annotations.decide_info_refresh``)."""
 
     @property
     def policy(self) -> Policy:
@@ -795,10 +785,15 @@ class TargetReconciler:
                 now,
             )
             annotations = self._annotations(base, decision, reports, now)
-            wanted = decision.min_replicas != snapshot.min_replicas or any(
-                _trigger_value(key, snapshot.annotations.get(key))
-                != _trigger_value(key, annotations[key])
-                for key in _PATCH_TRIGGERS
+            # Only minReplicas and state are worth a write; the reason, model and forecast
+            # ride along, and on their own wait until they have differed for a while.
+            refresh, info_stale_since = decide_info_refresh(
+                snapshot.annotations, annotations, self._info_stale_since, now
+            )
+            wanted = (
+                decision.min_replicas != snapshot.min_replicas
+                or state_changed(snapshot.annotations, annotations)
+                or refresh
             )
             self.log.info(
                 "min_replicas_decided",
@@ -862,6 +857,8 @@ class TargetReconciler:
             self.log.warning("patch_abandoned", attempts=MAX_CONFLICT_RETRIES)
         assert decision is not None  # the loop runs at least once
         self.history = decision.history
+        wrote = patch_result in ("applied", "dry_run")  # dry run: into the shadow
+        self._info_stale_since = None if wrote else info_stale_since
         if self.dry_run:
             written = _merged(snapshot.annotations, annotations) if wanted else snapshot.annotations
             self.shadow = DryRunShadow(decision.min_replicas, written, real.min_replicas)
@@ -1296,14 +1293,6 @@ def selector_matchers(selector: str) -> tuple[dict[str, str], tuple[str, ...]]:
         else:
             other.append(f'{name}!=""')  # the key exists
     return equal, tuple(other)
-
-
-def _trigger_value(key: str, value: str | None) -> str | None:
-    """The part of an annotation whose change is worth a write: for the reason, its code (the
-    message after it changes with every forecast)."""
-    if key == ANNOTATION_REASON and value is not None:
-        return value.split(":", 1)[0]
-    return value
 
 
 def _fresh_until(state: _SignalState, stale_after_seconds: float) -> datetime | None:

@@ -68,7 +68,9 @@ class StatusRow:
     signal: str | None
     updated_at: str | None
     age_seconds: float | None
-    """Seconds since ``updated-at`` (a large age: the controller stopped deciding)."""
+    """Seconds since ``updated-at``: the controller's last write, which happens only when
+    minReplicas or its state changes (or a reason stayed different for
+    ``annotations.INFO_REFRESH_SECONDS``), so a steady HPA ages without anything being wrong."""
     edited: bool
     """spec.minReplicas differs from what the controller applied: a hand edit (or another
     owner) the next cycle will take as the new base."""

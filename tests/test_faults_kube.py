@@ -189,7 +189,8 @@ async def test_api_errors_leave_the_hpa_alone_and_the_next_cycle_works(
     status: int,
     headers: Mapping[str, str],
 ) -> None:
-    kube_server.put_object(raised())
+    # A PATCH fault needs a cycle that writes: one that raises (a steady HPA is not rewritten).
+    kube_server.put_object(raised(1) if method == "PATCH" else raised())
     before = stored(kube_server)["metadata"]["resourceVersion"]
     kube_server.fail_next(method, HPA_PATH, status, times=1, headers=headers)
     controller = make_controller(kube)
@@ -228,10 +229,11 @@ async def test_forbidden_events_do_not_undo_the_patch(
 async def test_hpa_deleted_and_recreated_between_read_and_patch(
     kube_server: KubeDouble, kube: KubeClient, make_controller: Callable[..., Controller]
 ) -> None:
-    """Our read saw our own raise (base 1); then the HPA was deleted and created again by the
-    user with minReplicas 2. The guarded patch gets 409, the re-read sees the new object
-    (no annotations): its minReplicas is the new base, and one patch lands."""
-    kube_server.put_object(raised(6, base=1))
+    """Our read saw our own raise to 2 (base 1), and the cycle raises on to 3; then the HPA
+    was deleted and created again by the user with minReplicas 2. The guarded patch gets 409,
+    the re-read sees the new object (no annotations): its minReplicas is the new base, and
+    one patch lands."""
+    kube_server.put_object(raised(2, base=1))
     hooked = HookedKube(kube)
 
     def recreate(_snapshot: HpaSnapshot) -> None:
