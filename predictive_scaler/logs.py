@@ -26,6 +26,7 @@ Logger = structlog.typing.FilteringBoundLogger
 _SECRET_KEY: Final = re.compile(r"(?i)token|password|secret|authorization|cookie|credential")
 _REDACTED: Final = "<redacted>"
 _state: dict[str, bool] = {"configured": False}
+_HANDLER_NAME: Final = "predictive_scaler"
 
 
 def _redact_secrets(
@@ -59,12 +60,15 @@ def configure_logging(
         if use_json
         else structlog.dev.ConsoleRenderer(colors=_is_tty(out))
     )
+    shared: list[structlog.typing.Processor] = [
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _redact_secrets,
+    ]
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            _redact_secrets,
+            *shared,
             structlog.processors.format_exc_info,
             renderer,
         ],
@@ -73,12 +77,49 @@ def configure_logging(
         # Tests reconfigure the output stream; a cached logger would keep the old one.
         cache_logger_on_first_use=False,
     )
+    _route_standard_logging(out, shared, renderer)
     _state["configured"] = True
 
 
+def _route_standard_logging(
+    out: TextIO,
+    shared: list[structlog.typing.Processor],
+    renderer: structlog.typing.Processor,
+) -> None:
+    """Render the libraries' own ``logging`` records (aiohttp, asyncio, the Kubernetes
+    client) in the same format on the same stream, so no line of a run is in another
+    format. Warnings and above only: their INFO lines (an access log per scrape) are noise."""
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[
+                structlog.stdlib.add_logger_name,
+                structlog.stdlib.ExtraAdder(),
+                *shared,
+            ],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                renderer,
+            ],
+        )
+    )
+    handler.set_name(_HANDLER_NAME)
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if h.get_name() == _HANDLER_NAME]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(logging.WARNING)
+
+
 def get_logger(**bound: Any) -> Logger:
-    """A logger with ``bound`` fields on every line (e.g. ``target=...``)."""
-    logger: Logger = structlog.get_logger("predictive_scaler").bind(**bound)
+    """A logger with ``bound`` fields on every line (e.g. ``target=...``).
+
+    Lazy: it takes the configuration in force when it logs, not when it was made, so a
+    module-level ``log = get_logger()`` (made at import, before :func:`configure_logging`)
+    still writes in the chosen format. ``.bind()`` on it makes a concrete logger, so bind
+    only after logging is configured (a target's cycle does)."""
+    logger: Logger = structlog.get_logger("predictive_scaler", **bound)
     return logger
 
 

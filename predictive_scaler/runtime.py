@@ -774,7 +774,8 @@ async def run_controller(
 ) -> int:
     """Run the controller until SIGTERM/SIGINT (or ``stop``); returns the exit code:
     0 after a clean stop, 2 for a configuration the process cannot start with."""
-    configure_logging(options.log_format)
+    # The format the operator chose for this run wins over any earlier configuration.
+    configure_logging(options.log_format, force=True)
     stop = stop or asyncio.Event()
     if (options.config_file is None) == (options.config_map is None):
         log.error("options_invalid", error="give exactly one of --config and --config-map")
