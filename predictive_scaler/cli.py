@@ -38,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_backtest(commands)
     _add_validate_config(commands)
+    _add_config_schema(commands)
     _add_cluster_commands(commands)
     _add_status(commands)
     return parser
@@ -507,6 +508,21 @@ def run_validate_config(args: argparse.Namespace) -> int:
         return 1
     enabled = len(config.enabled_targets())
     print(f"{args.file}: valid ({len(config.targets)} targets, {enabled} enabled)")
+    return 0
+
+
+def _add_config_schema(commands: Any) -> None:
+    p = commands.add_parser(
+        "config-schema",
+        help="print the JSON Schema of config.yaml (published as deploy/config.schema.json)",
+    )
+    p.set_defaults(handler=run_config_schema)
+
+
+def run_config_schema(args: argparse.Namespace) -> int:
+    from predictive_scaler.config_schema import config_schema
+
+    print(json.dumps(config_schema(), indent=2, ensure_ascii=False))
     return 0
 
 

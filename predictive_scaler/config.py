@@ -326,6 +326,10 @@ class _Field(Generic[T]):
     required: bool = False
     secret: bool = False
     """Redact the value in errors."""
+    bounds: tuple[float, float] | None = None
+    """Inclusive range the parser enforces (durations in seconds); read by ``config_schema``."""
+    choices: tuple[str, ...] = ()
+    """Values the parser accepts, when it is a choice; read by ``config_schema``."""
 
 
 def _doc_default(item: _Field[Any]) -> str:
@@ -367,7 +371,16 @@ def _duration_field(
             raise _Invalid(rule)
         return seconds
 
-    return _Field(key, "duration", parse_duration(default, allow_zero=True), rule, doc, parse, attr)
+    return _Field(
+        key,
+        "duration",
+        parse_duration(default, allow_zero=True),
+        rule,
+        doc,
+        parse,
+        attr,
+        bounds=(low, high),
+    )
 
 
 def _integer_field(
@@ -381,7 +394,7 @@ def _integer_field(
             raise _Invalid(rule)
         return value
 
-    return _Field(key, "integer", default, rule, doc, parse, attr)
+    return _Field(key, "integer", default, rule, doc, parse, attr, bounds=(low, high))
 
 
 def _boolean_field(key: str, attr: str, default: bool, doc: str) -> _Field[bool]:
@@ -405,7 +418,7 @@ def _choice_field(
             raise _Invalid(rule)
         return value
 
-    return _Field(key, "string", default, rule, doc, parse, attr)
+    return _Field(key, "string", default, rule, doc, parse, attr, choices=tuple(choices))
 
 
 def _pattern_parser(pattern: re.Pattern[str], max_len: int, rule: str) -> Parser[str]:
@@ -807,6 +820,7 @@ _SIGNAL_FIELDS: Final[tuple[_Field[Any], ...]] = (
         _choice_field("preset", "preset", "", tuple(SIGNAL_PRESETS), "").parse,
         "preset",
         default_doc="`null`",
+        choices=tuple(SIGNAL_PRESETS),
     ),
     _Field(
         "query",
