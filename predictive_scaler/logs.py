@@ -77,7 +77,7 @@ def configure_logging(
         # Tests reconfigure the output stream; a cached logger would keep the old one.
         cache_logger_on_first_use=False,
     )
-    _route_standard_logging(out, shared, renderer)
+    _route_standard_logging(out, shared, renderer, level)
     _state["configured"] = True
 
 
@@ -85,6 +85,7 @@ def _route_standard_logging(
     out: TextIO,
     shared: list[structlog.typing.Processor],
     renderer: structlog.typing.Processor,
+    level: int,
 ) -> None:
     """Render the libraries' own ``logging`` records (aiohttp, asyncio, the Kubernetes
     client) in the same format on the same stream, so no line of a run is in another
@@ -105,11 +106,16 @@ def _route_standard_logging(
         )
     )
     handler.set_name(_HANDLER_NAME)
+    # Never below WARNING (library INFO is noise), and never below what was asked: a CLI that
+    # wants errors only (recommend) must not get urllib3's retry warnings as extra lines. On
+    # the handler, not only the root: kubernetes_asyncio's Configuration resets urllib3's own
+    # logger level to WARNING whenever it is built.
+    handler.setLevel(max(logging.WARNING, level))
     root = logging.getLogger()
     for old in [h for h in root.handlers if h.get_name() == _HANDLER_NAME]:
         root.removeHandler(old)
     root.addHandler(handler)
-    root.setLevel(logging.WARNING)
+    root.setLevel(max(logging.WARNING, level))
 
 
 def get_logger(**bound: Any) -> Logger:
