@@ -11,9 +11,12 @@ import sys
 from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from predictive_scaler.config import ConfigError, load_config_file, parse_duration
+
+if TYPE_CHECKING:
+    from predictive_scaler.runtime import RunOptions
 
 Handler = Callable[[argparse.Namespace], int]
 BUNDLED_TRACE = "nab_aws_elb_request_count_5min.csv"
@@ -559,6 +562,13 @@ def _add_cluster_commands(commands: Any) -> None:
         "--metrics-port", type=int, help="port of /metrics, /healthz, /readyz (config: 8080)"
     )
     run.add_argument(
+        "--metrics-bind-address",
+        default="0.0.0.0",
+        metavar="ADDRESS",
+        help="address /metrics, /healthz and /readyz listen on (default: 0.0.0.0, every "
+        "interface; 127.0.0.1 behind a sidecar proxy)",
+    )
+    run.add_argument(
         "--restore-on-exit",
         action="store_true",
         help="on SIGTERM/SIGINT give every managed HPA its base minReplicas back",
@@ -618,7 +628,7 @@ def _add_cluster_commands(commands: Any) -> None:
 def run_controller_command(args: argparse.Namespace) -> int:
     import asyncio
 
-    from predictive_scaler.runtime import RunOptions, run_controller
+    from predictive_scaler.runtime import run_controller
     from predictive_scaler.sharding import Shard
 
     try:
@@ -626,7 +636,14 @@ def run_controller_command(args: argparse.Namespace) -> int:
     except ValueError as error:
         print(f"predictive-scaler run: error: {error}", file=sys.stderr)
         return 2
-    options = RunOptions(
+    return asyncio.run(run_controller(run_options(args)))
+
+
+def run_options(args: argparse.Namespace) -> RunOptions:
+    """The parsed ``run`` flags as the controller's options."""
+    from predictive_scaler.runtime import RunOptions
+
+    return RunOptions(
         config_file=args.config_file,
         config_map=args.config_map,
         kubeconfig=args.kubeconfig,
@@ -634,6 +651,7 @@ def run_controller_command(args: argparse.Namespace) -> int:
         prometheus_url=args.prometheus_url,
         dry_run=args.dry_run,
         metrics_port=args.metrics_port,
+        metrics_host=args.metrics_bind_address,
         restore_on_exit=args.restore_on_exit,
         identity=args.identity,
         log_format=args.log_format,
@@ -645,7 +663,6 @@ def run_controller_command(args: argparse.Namespace) -> int:
         fit_workers=args.fit_workers,
         fit_timeout_seconds=args.fit_timeout,
     )
-    return asyncio.run(run_controller(options))
 
 
 def run_recommend_command(args: argparse.Namespace) -> int:

@@ -814,7 +814,7 @@ class TargetReconciler:
                     new=decision.min_replicas,
                     reason=decision.reason,
                     dry_run=self.dry_run,
-                    leader=not self.dry_run,
+                    leader=not self.dry_run and self.may_patch(),
                 )
                 break
             try:
