@@ -81,6 +81,18 @@ def configure_logging(
     _state["configured"] = True
 
 
+def reset_logging() -> None:
+    """Undo :func:`configure_logging`: structlog's defaults, our ``logging`` handler removed.
+
+    For callers that configured logging onto a stream they then close (tests capturing
+    output): later lines must not go to the closed stream."""
+    structlog.reset_defaults()
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if h.get_name() == _HANDLER_NAME]:
+        root.removeHandler(old)
+    _state["configured"] = False
+
+
 def _route_standard_logging(
     out: TextIO,
     shared: list[structlog.typing.Processor],
