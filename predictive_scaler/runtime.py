@@ -379,6 +379,7 @@ class Controller:
         self.queries_batched = 0
         """Batched range queries made so far."""
         self._lease_valid_until: datetime | None = None
+        self._announced_leading = False
         self.metrics_port: int | None = None
         """The port /metrics listens on, once started."""
         self.external_metrics_port: int | None = None
@@ -401,7 +402,10 @@ class Controller:
         """One election step; returns whether we lead now."""
         if self.elector is None:
             return not self.dry_run
-        was = self.may_patch()
+        # What we last announced, not may_patch() now: a lease that ran out on our clock
+        # between renewals (renewal errors) already reads False here, and its loss must
+        # still be logged.
+        was = self._announced_leading
         now = self.clock()
         try:
             leading = await self.elector.try_acquire_or_renew(now)
@@ -421,6 +425,7 @@ class Controller:
         now_leading = self.may_patch()
         if now_leading != was:
             log.info("leadership_acquired" if now_leading else "leadership_lost")
+            self._announced_leading = now_leading
         self.metrics.set_leader(now_leading)
         return now_leading
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+import structlog
 from kubernetes_asyncio import client
 
 from predictive_scaler.config import parse_config
@@ -68,6 +69,26 @@ async def test_follower_never_patches_and_a_lost_lease_stops_patching(
         # Without a renewal, leadership ends one renew period before the lease expires.
         clock.advance(me.lease_duration_seconds - me.renew_period_seconds)
         assert not controller.may_patch()
+    finally:
+        await controller.aclose()
+
+
+async def test_a_lease_that_lapses_through_renewal_errors_logs_leadership_lost(
+    kube_server: KubeDouble, kube: KubeClient, prometheus: PrometheusServer, clock: FakeClock
+) -> None:
+    me = LeaderElector(kube, "ops", "predictive-scaler", "me", clock=clock)
+    controller = Controller(kube, prometheus_url=prometheus.url, clock=clock, elector=me)
+    try:
+        with structlog.testing.capture_logs() as logs:
+            assert await controller.renew_leadership()
+            kube_server.fail_next("GET", r"/leases/", 503, times=100)
+            kube_server.fail_next("PUT", r"/leases/", 503, times=100)
+            for _ in range(4):  # renewals fail; the lease runs out on our clock meanwhile
+                clock.advance(me.renew_period_seconds)
+                await controller.renew_leadership()
+        assert not controller.may_patch()
+        events = [e["event"] for e in logs if e["event"].startswith("leadership_")]
+        assert events == ["leadership_acquired", "leadership_lost"]
     finally:
         await controller.aclose()
 
