@@ -42,6 +42,7 @@ from predictive_scaler.kube import (
     ObjectRef,
 )
 from predictive_scaler.logs import Logger, get_logger
+from predictive_scaler.ports import HpaApi
 
 __all__ = [
     "ALL_NAMESPACES",
@@ -67,26 +68,6 @@ class HpaWatchSource(Protocol):
     def watch_hpas(
         self, namespace: str | None, resource_version: str, *, timeout_seconds: int = ...
     ) -> AsyncIterator[HpaWatchEvent]: ...
-
-
-class HpaClient(Protocol):
-    """The reads and writes :class:`CachedHpaApi` wraps (``reconcile.HpaApi``'s surface)."""
-
-    async def read_hpa(self, namespace: str, name: str) -> HpaSnapshot: ...
-
-    async def patch_hpa_min_replicas(
-        self, snapshot: HpaSnapshot, min_replicas: int, annotations: Mapping[str, str | None]
-    ) -> HpaSnapshot: ...
-
-    async def create_event(
-        self,
-        involved: HpaSnapshot | ObjectRef,
-        reason: str,
-        message: str,
-        *,
-        now: datetime,
-        type_: Literal["Normal", "Warning"] = "Normal",
-    ) -> str: ...
 
 
 def informer_scopes(mode: str, namespaces: Iterable[str]) -> list[Scope] | None:
@@ -336,7 +317,7 @@ class CachedHpaApi:
     and holds the HPA, else from a GET (whose answer the cache takes); patches go to the API
     and their answers into the cache; a 409 drops the entry, so the re-read is a GET."""
 
-    def __init__(self, api: HpaClient, informer: HpaInformer) -> None:
+    def __init__(self, api: HpaApi, informer: HpaInformer) -> None:
         self.api = api
         self.informer = informer
         self.cache_reads = 0

@@ -59,10 +59,10 @@ from predictive_scaler.kube import (
     ConflictError,
     HpaSnapshot,
     KubeApiError,
-    ObjectRef,
 )
 from predictive_scaler.logs import Logger, get_logger
 from predictive_scaler.ownership import ForeignOwner, find_foreign_owner
+from predictive_scaler.ports import HpaApi
 from predictive_scaler.prometheus import (
     GroupedRanges,
     RangeResult,
@@ -114,26 +114,6 @@ class MetricSource(Protocol):
     async def fetch_range(
         self, query: str, start: datetime, end: datetime, step_seconds: float
     ) -> RangeResult: ...
-
-
-class HpaApi(Protocol):
-    """What a cycle needs of Kubernetes (met by :class:`~predictive_scaler.kube.KubeClient`)."""
-
-    async def read_hpa(self, namespace: str, name: str) -> HpaSnapshot: ...
-
-    async def patch_hpa_min_replicas(
-        self, snapshot: HpaSnapshot, min_replicas: int, annotations: Mapping[str, str | None]
-    ) -> HpaSnapshot: ...
-
-    async def create_event(
-        self,
-        involved: HpaSnapshot | ObjectRef,
-        reason: str,
-        message: str,
-        *,
-        now: datetime,
-        type_: Literal["Normal", "Warning"] = "Normal",
-    ) -> str: ...
 
 
 def _utc_now() -> datetime:
