@@ -58,6 +58,9 @@ class SignalFigures:
     """Rolling mean absolute error of the forecasts that came due."""
     coverage: float | None = None
     """Rolling share of due actuals at or below the upper quantile."""
+    peak_coverage: float | None = None
+    """Rolling share of due windows whose realised peak was at or below the window-peak bound
+    (what the decision takes)."""
     fresh_until: datetime | None = None
     """When the forecast's data goes stale; from then on ``mean`` and ``upper`` are withdrawn.
     ``None``: no expiry (the caller judges freshness itself)."""
@@ -116,7 +119,8 @@ class ControllerMetrics:
         )
         self.forecast_upper = Gauge(
             "predictive_scaler_forecast_upper",
-            "Maximum of the upper-quantile forecast over the horizon (what capacity covers).",
+            "Upper bound at the quantile of the demand peak over the horizon (what capacity "
+            "covers; calibrated on the window peak).",
             (*_SIGNAL_LABELS, "horizon_seconds", "quantile"),
             registry=r,
         )
@@ -147,6 +151,13 @@ class ControllerMetrics:
         self.coverage = Gauge(
             "predictive_scaler_forecast_coverage",
             "Rolling share of due actuals at or below the upper-quantile forecast (live).",
+            _SIGNAL_LABELS,
+            registry=r,
+        )
+        self.peak_coverage = Gauge(
+            "predictive_scaler_forecast_peak_coverage",
+            "Rolling share of due windows (warm-up plus one interval) whose realised peak was at "
+            "or below the window-peak bound the decision took (live).",
             _SIGNAL_LABELS,
             registry=r,
         )
@@ -225,6 +236,7 @@ class ControllerMetrics:
             self.base: _TARGET_LABELS,
             self.abs_error: _SIGNAL_LABELS,
             self.coverage: _SIGNAL_LABELS,
+            self.peak_coverage: _SIGNAL_LABELS,
             self.data_ok: _SIGNAL_LABELS,
         }
         self._values: dict[tuple[MetricWrapperBase, tuple[str, ...]], tuple[float, datetime]] = {}
@@ -288,6 +300,7 @@ class ControllerMetrics:
             put(self.forecast_upper, (*sig, horizon, f"{s.quantile:g}"), s.upper, s.fresh_until)
             put(self.abs_error, sig, s.abs_error)
             put(self.coverage, sig, s.coverage)
+            put(self.peak_coverage, sig, s.peak_coverage)
             put(self.data_ok, sig, 1.0 if s.data_ok else 0.0)
         for metric, labels in stale - fresh:
             self._set(t, metric, labels, None)

@@ -666,6 +666,7 @@ class Controller:
                         upper=s.upper_max,
                         abs_error=s.live_abs_error,
                         coverage=s.live_coverage,
+                        peak_coverage=s.live_peak_coverage,
                         fresh_until=s.fresh_until,
                     )
                     for s in report.signals

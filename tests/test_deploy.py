@@ -94,6 +94,7 @@ CONTROLLER_METRICS = {
     "predictive_scaler_base_min_replicas",
     "predictive_scaler_forecast_abs_error",
     "predictive_scaler_forecast_coverage",
+    "predictive_scaler_forecast_peak_coverage",
     "predictive_scaler_data_ok",
     "predictive_scaler_cycle_duration_seconds_bucket",
     "predictive_scaler_cycle_duration_seconds_sum",
@@ -1001,6 +1002,7 @@ class TestGrafanaDashboard:
             "kube_horizontalpodautoscaler_status_current_replicas",
             "predictive_scaler_forecast_abs_error",
             "predictive_scaler_forecast_coverage",
+            "predictive_scaler_forecast_peak_coverage",
             "predictive_scaler_is_leader",
             "predictive_scaler_config_valid",
         ):

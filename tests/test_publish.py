@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import aiohttp
 from prometheus_client import CONTENT_TYPE_LATEST
 
@@ -84,3 +86,21 @@ async def test_endpoints_over_http() -> None:
                 assert response.headers["Content-Type"] == CONTENT_TYPE_LATEST
     finally:
         await runner.cleanup()
+
+
+def test_live_window_peak_coverage_has_its_own_gauge() -> None:
+    # The decision takes the window-peak bound, so its live coverage is published next to
+    # the per-step one, per signal, and withdrawn with the signal.
+    metrics = ControllerMetrics()
+    sig = SignalFigures("kv_cache", True, 660.0, 0.9, coverage=0.91, peak_coverage=0.88)
+    metrics.publish_target(replace(figures(), signals=(sig,)))
+    lines = metrics.generate_latest().decode().splitlines()
+    [peak] = [s for s in lines if s.startswith("predictive_scaler_forecast_peak_coverage{")]
+    assert 'signal="kv_cache"' in peak and 'target="llm/nim"' in peak
+    assert peak.endswith(" 0.88")
+    assert any(s.startswith("predictive_scaler_forecast_coverage{") for s in lines)
+    [stored] = metrics.published("predictive_scaler_forecast_peak_coverage")
+    assert (stored.value, stored.labels["signal"]) == (0.88, "kv_cache")
+    # None (no window has come due yet) leaves it unset.
+    metrics.publish_target(replace(figures(), signals=(replace(sig, peak_coverage=None),)))
+    assert "predictive_scaler_forecast_peak_coverage{" not in metrics.generate_latest().decode()
