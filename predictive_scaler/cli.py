@@ -82,6 +82,10 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
+def _name_list(text: str) -> tuple[str, ...]:
+    return tuple(name.strip() for name in text.split(",") if name.strip())
+
+
 # -- backtest --------------------------------------------------------------------------
 
 
@@ -585,6 +589,27 @@ def _add_cluster_commands(commands: Any) -> None:
     run.add_argument("--tls-cert-file", metavar="FILE", help="PEM certificate for that server")
     run.add_argument("--tls-key-file", metavar="FILE", help="PEM private key for that server")
     run.add_argument(
+        "--requestheader-client-ca-file",
+        metavar="FILE",
+        help="CA that signs the front proxy's (kube-aggregator's) client certificate; callers "
+        "it presents are taken from X-Remote-User/X-Remote-Group (default: the "
+        "requestheader-client-ca-file of kube-system/extension-apiserver-authentication)",
+    )
+    run.add_argument(
+        "--requestheader-allowed-names",
+        type=_name_list,
+        default=(),
+        metavar="NAMES",
+        help="with --requestheader-client-ca-file: comma-separated common names the front "
+        "proxy's certificate may have (default: any the CA signed)",
+    )
+    run.add_argument(
+        "--authentication-skip-lookup",
+        action="store_true",
+        help="do not read kube-system/extension-apiserver-authentication (then only bearer "
+        "tokens authenticate, unless --requestheader-client-ca-file is given)",
+    )
+    run.add_argument(
         "--shard-index",
         type=_non_negative_int,
         default=0,
@@ -658,6 +683,9 @@ def run_options(args: argparse.Namespace) -> RunOptions:
         external_metrics_port=args.external_metrics_port,
         tls_cert_file=args.tls_cert_file,
         tls_key_file=args.tls_key_file,
+        requestheader_client_ca_file=args.requestheader_client_ca_file,
+        requestheader_allowed_names=args.requestheader_allowed_names,
+        authentication_skip_lookup=args.authentication_skip_lookup,
         shard_index=args.shard_index,
         shard_count=args.shard_count,
         fit_workers=args.fit_workers,

@@ -17,6 +17,12 @@ Served paths, as the real API:
   ``a>1``, ``a<1``); 400 for a bad selector, 404 for an unknown metric;
 - ``GET /apis/external.metrics.k8s.io`` (``APIGroup``) and ``/healthz``.
 
+Every request but ``/healthz`` is authenticated and authorized through the API server, as
+aggregated API servers are (:mod:`predictive_scaler.delegated_auth`): the kube-aggregator's
+front-proxy client certificate with ``X-Remote-User``, or a bearer token (TokenReview); then a
+SubjectAccessReview (a metric is the resource, verb ``list``, in the request's namespace;
+discovery paths are non-resource URLs). Without credentials: 401; denied: 403.
+
 Errors are ``Status`` objects. The certificate and key are PEM files (a mounted
 ``kubernetes.io/tls`` Secret); :func:`watch_certificate` reloads them when they change, so a
 renewed certificate is served without a restart.
@@ -36,6 +42,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
+from predictive_scaler.delegated_auth import DelegatedAuth
 from predictive_scaler.logs import get_logger
 from predictive_scaler.publish import ControllerMetrics, PublishedValue
 
@@ -304,9 +311,9 @@ def _status(code: int, reason: str, message: str) -> web.Response:
     return web.json_response(body, status=code)
 
 
-def make_external_metrics_app(metrics: ControllerMetrics) -> web.Application:
-    """The External Metrics API over the controller's published values (no TLS here: see
-    :class:`ExternalMetricsServer`)."""
+def make_external_metrics_app(metrics: ControllerMetrics, auth: DelegatedAuth) -> web.Application:
+    """The External Metrics API over the controller's published values, every request through
+    ``auth`` (no TLS here: see :class:`ExternalMetricsServer`)."""
 
     async def group(_request: web.Request) -> web.Response:
         preferred = {"groupVersion": GROUP_VERSION, "version": VERSION}
@@ -373,7 +380,7 @@ def make_external_metrics_app(metrics: ControllerMetrics) -> web.Application:
     async def not_found(_request: web.Request) -> web.Response:
         return _status(404, "NotFound", "the server could not find the requested resource")
 
-    app = web.Application()
+    app = web.Application(middlewares=[auth.middleware])
     base = f"/apis/{GROUP}"
     app.router.add_get(base, group)
     app.router.add_get(f"{base}/{VERSION}", discovery)
@@ -383,11 +390,19 @@ def make_external_metrics_app(metrics: ControllerMetrics) -> web.Application:
     return app
 
 
-def make_ssl_context(cert_file: str, key_file: str) -> ssl.SSLContext:
-    """A server context (TLS 1.2+) with the PEM certificate chain and key loaded."""
+def make_ssl_context(
+    cert_file: str, key_file: str, client_ca_pem: str | None = None
+) -> ssl.SSLContext:
+    """A server context (TLS 1.2+) with the PEM certificate chain and key loaded. With
+    ``client_ca_pem`` it asks for a client certificate and verifies one that is sent against
+    that CA (``CERT_OPTIONAL``: a caller with a bearer token and no certificate still
+    connects; one with a certificate from another CA does not)."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(cert_file, key_file)
+    if client_ca_pem is not None:
+        context.load_verify_locations(cadata=client_ca_pem)
+        context.verify_mode = ssl.CERT_OPTIONAL
     return context
 
 
@@ -402,7 +417,8 @@ def _mtimes(*paths: str) -> tuple[int | None, ...]:
 
 
 class ExternalMetricsServer:
-    """The External Metrics API over HTTPS; ``start`` then ``close`` (twice is safe)."""
+    """The External Metrics API over HTTPS, callers authenticated and authorized by ``auth``;
+    ``start`` then ``close`` (twice is safe)."""
 
     def __init__(
         self,
@@ -410,6 +426,7 @@ class ExternalMetricsServer:
         cert_file: str,
         key_file: str,
         *,
+        auth: DelegatedAuth,
         host: str = "0.0.0.0",
         port: int = 6443,
     ) -> None:
@@ -417,18 +434,21 @@ class ExternalMetricsServer:
         self.key_file = key_file
         self.host = host
         self.requested_port = port
-        self.app = make_external_metrics_app(metrics)
+        self.auth = auth
+        self.app = make_external_metrics_app(metrics, auth)
         self.ssl_context: ssl.SSLContext | None = None
         self._stamps: tuple[int | None, ...] = ()
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> int:
-        """Load the certificate and listen; returns the bound port. Raises ``OSError``
-        (``ssl.SSLError`` included) for an unreadable certificate or a busy port."""
+        """Settle the front-proxy CA, load the certificate and listen; returns the bound port.
+        Raises ``OSError`` (``ssl.SSLError`` included) for an unreadable certificate, client
+        CA or a busy port."""
         if self._runner is not None:
             return self.port
+        await self.auth.prepare()
         self._stamps = _mtimes(self.cert_file, self.key_file)
-        self.ssl_context = make_ssl_context(self.cert_file, self.key_file)
+        self.ssl_context = make_ssl_context(self.cert_file, self.key_file, self.auth.client_ca_pem)
         runner = web.AppRunner(self.app, access_log=None)
         await runner.setup()
         try:

@@ -666,6 +666,48 @@ class KubeClient:
         await sleep(delay)
         return failures
 
+    # --- delegated authentication and authorization (the External Metrics API server)
+
+    async def create_token_review(self, token: str) -> dict[str, Any]:
+        """The ``status`` of an ``authentication.k8s.io/v1`` TokenReview of ``token``: who the
+        API server says its bearer is (``authenticated``, ``user``), as delegated
+        authentication asks (RBAC: create tokenreviews, in ``system:auth-delegator``)."""
+        body = {
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenReview",
+            "spec": {"token": token},
+        }
+        api: Any = client.AuthenticationV1Api(self.api_client)
+        review = await _call(
+            api.create_token_review(body, _request_timeout=self.request_timeout_seconds)
+        )
+        status = self._json(review).get("status") or {}
+        return dict(status) if isinstance(status, Mapping) else {}
+
+    async def create_subject_access_review(self, spec: Mapping[str, Any]) -> dict[str, Any]:
+        """The ``status`` of an ``authorization.k8s.io/v1`` SubjectAccessReview of ``spec``
+        (``allowed``, ``denied``, ``reason``): whether the user may make a request, by the
+        cluster's own authorizers (RBAC: create subjectaccessreviews, in
+        ``system:auth-delegator``)."""
+        body = {
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SubjectAccessReview",
+            "spec": dict(spec),
+        }
+        api: Any = client.AuthorizationV1Api(self.api_client)
+        review = await _call(
+            api.create_subject_access_review(body, _request_timeout=self.request_timeout_seconds)
+        )
+        status = self._json(review).get("status") or {}
+        return dict(status) if isinstance(status, Mapping) else {}
+
+    async def read_extension_apiserver_authentication(self) -> dict[str, str]:
+        """The data of ``kube-system/extension-apiserver-authentication``, where the API server
+        publishes its front-proxy CA and request headers (RBAC: get on that ConfigMap, in
+        ``extension-apiserver-authentication-reader``); :class:`NotFoundError` when absent."""
+        data, _ = await self.read_configmap("kube-system", "extension-apiserver-authentication")
+        return data
+
     # --- Leases
 
     async def read_lease(self, namespace: str, name: str) -> dict[str, Any]:

@@ -35,6 +35,7 @@ from predictive_scaler.config import (
     parse_config,
 )
 from predictive_scaler.config_watch import watch_config_map
+from predictive_scaler.delegated_auth import DelegatedAuth
 from predictive_scaler.external_metrics import ExternalMetricsServer, watch_certificate
 from predictive_scaler.informer import CachedHpaApi, HpaInformer, informer_scopes
 from predictive_scaler.kube import (
@@ -141,6 +142,14 @@ class RunOptions:
     """PEM certificate (chain) of the External Metrics API server."""
     tls_key_file: str | None = None
     """PEM private key of that certificate."""
+    requestheader_client_ca_file: str | None = None
+    """CA of the front proxy's client certificate (the kube-aggregator's); ``None``: the
+    ``requestheader-client-ca-file`` of ``kube-system/extension-apiserver-authentication``."""
+    requestheader_allowed_names: tuple[str, ...] = ()
+    """Common names that front-proxy certificate may have (with the flag's CA); empty: any."""
+    authentication_skip_lookup: bool = False
+    """Do not read ``extension-apiserver-authentication``: bearer tokens only, unless
+    ``requestheader_client_ca_file`` is given."""
 
 
 class _SourceSwitch:
@@ -879,6 +888,12 @@ async def run_controller(
                 controller.metrics,
                 options.tls_cert_file,
                 options.tls_key_file,
+                auth=DelegatedAuth(
+                    kube,
+                    client_ca_file=options.requestheader_client_ca_file,
+                    allowed_names=options.requestheader_allowed_names,
+                    skip_lookup=options.authentication_skip_lookup,
+                ),
                 host=options.metrics_host,
                 port=options.external_metrics_port,
             )

@@ -36,6 +36,7 @@ from typing import Any, Final, Literal
 import yaml
 
 __all__ = [
+    "BUILTIN_ROLES",
     "CLUSTER_SCOPED_KINDS",
     "DEPLOY_DIR",
     "KUBERNETES_VERSION",
@@ -648,6 +649,57 @@ class Grant:
     """``Kind/name`` of the role that holds the rule."""
 
 
+BUILTIN_ROLES: Final[Mapping[tuple[str, str | None, str], tuple[PolicyRule, ...]]] = {
+    ("ClusterRole", None, "system:auth-delegator"): (
+        {
+            "apiGroups": ["authentication.k8s.io"],
+            "resources": ["tokenreviews"],
+            "verbs": ["create"],
+        },
+        {
+            "apiGroups": ["authorization.k8s.io"],
+            "resources": ["subjectaccessreviews"],
+            "verbs": ["create"],
+        },
+    ),
+    ("Role", "kube-system", "extension-apiserver-authentication-reader"): (
+        {
+            "apiGroups": [""],
+            "resources": ["configmaps"],
+            "verbs": ["get", "list", "watch"],
+            "resourceNames": ["extension-apiserver-authentication"],
+        },
+    ),
+}
+"""Roles every cluster has (the API server's bootstrap policy,
+``plugin/pkg/auth/authorizer/rbac/bootstrappolicy``) that the manifests bind but do not ship,
+by ``(kind, namespace, name)``, with the rules upstream gives them."""
+
+
+def _role(
+    rendered: Sequence[Mapping[str, Any]], kind: str, namespace: str | None, name: str
+) -> Mapping[str, Any]:
+    if kind == "ClusterRole":
+        found = find_objects(rendered, "ClusterRole", name)
+    else:
+        found = [
+            obj
+            for obj in find_objects(rendered, "Role", name)
+            if obj["metadata"].get("namespace") == namespace
+        ]
+    if len(found) == 1:
+        return found[0]
+    builtin = BUILTIN_ROLES.get((kind, None if kind == "ClusterRole" else namespace, name))
+    if not found and builtin is not None:
+        return {
+            "kind": kind,
+            "metadata": {"name": f"{name} (built-in)"},
+            "rules": [copy.deepcopy(dict(rule)) for rule in builtin],
+        }
+    where = f"{namespace}/" if kind == "Role" else ""
+    raise LookupError(f"{kind} {where}{name} not found")
+
+
 def _normalise_rule(rule: Mapping[str, Any], source: str) -> PolicyRule:
     if rule.get("nonResourceURLs"):
         raise ValueError(f"{source}: nonResourceURLs are not expected in the controller's RBAC")
@@ -684,7 +736,7 @@ def load_rbac_grants(
 
     Follows RoleBindings (to Roles or ClusterRoles: both granted in the binding's namespace)
     and ClusterRoleBindings (to ClusterRoles: granted everywhere). A binding whose role is not
-    in the manifests raises :class:`LookupError`.
+    in the manifests nor a built-in one (:data:`BUILTIN_ROLES`) raises :class:`LookupError`.
     """
     rendered = list(objects) if objects is not None else render(overlay)
     grants: list[Grant] = []
@@ -699,16 +751,9 @@ def load_rbac_grants(
         if ref.get("apiGroup") != "rbac.authorization.k8s.io":
             raise ValueError(f"{kind} {binding['metadata']['name']}: bad roleRef {ref}")
         if ref["kind"] == "ClusterRole":
-            role = find_object(rendered, "ClusterRole", ref["name"])
+            role = _role(rendered, "ClusterRole", None, ref["name"])
         elif kind == "RoleBinding":
-            roles = [
-                obj
-                for obj in find_objects(rendered, "Role", ref["name"])
-                if obj["metadata"].get("namespace") == binding_namespace
-            ]
-            if len(roles) != 1:
-                raise LookupError(f"Role {binding_namespace}/{ref['name']} not found")
-            role = roles[0]
+            role = _role(rendered, "Role", binding_namespace, ref["name"])
         else:
             raise ValueError(f"ClusterRoleBinding cannot refer to a Role: {ref}")
         scope = binding_namespace if kind == "RoleBinding" else None

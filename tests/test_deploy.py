@@ -157,6 +157,34 @@ EXPECTED_RBAC = {
     (NAMESPACE, "coordination.k8s.io", "leases", "update", (LEASE,)),
     (NAMESPACE, "coordination.k8s.io", "leases", "create", ()),
 }
+#: What the external-metrics overlay adds, for delegated authentication and authorization:
+#: the built-in ClusterRole system:auth-delegator (TokenReviews, SubjectAccessReviews) and the
+#: built-in Role extension-apiserver-authentication-reader in kube-system, as
+#: prometheus-adapter binds them. The reader Role's list and watch are upstream's (the
+#: controller only gets the ConfigMap): tests/test_external_metrics_rbac.py pins which are used.
+AUTH_CONFIGMAP = ("extension-apiserver-authentication",)
+EXTERNAL_METRICS_RBAC = {
+    ("cluster", "authentication.k8s.io", "tokenreviews", "create", ()),
+    ("cluster", "authorization.k8s.io", "subjectaccessreviews", "create", ()),
+    ("kube-system", "", "configmaps", "get", AUTH_CONFIGMAP),
+    ("kube-system", "", "configmaps", "list", AUTH_CONFIGMAP),
+    ("kube-system", "", "configmaps", "watch", AUTH_CONFIGMAP),
+}
+HPA_SERVICE_ACCOUNT = ("kube-system", "horizontal-pod-autoscaler")
+#: The HPA controller's read of the served metrics (list of each, by name, everywhere).
+HPA_EXTERNAL_METRICS_RBAC = {
+    ("cluster", "external.metrics.k8s.io", metric, "list", ())
+    for metric in (
+        "predictive_scaler_forecast_upper",
+        "predictive_scaler_forecast_mean",
+        "predictive_scaler_recommended_min_replicas",
+    )
+}
+
+
+def expected_rbac(overlay: str) -> set[tuple[str, str, str, str, tuple[str, ...]]]:
+    """The controller's grants in ``overlay``."""
+    return EXPECTED_RBAC | (EXTERNAL_METRICS_RBAC if overlay == "external-metrics" else set())
 
 
 @pytest.fixture(scope="module", params=OVERLAYS)
@@ -223,6 +251,11 @@ class TestRendering:
             namespace = obj["metadata"].get("namespace")
             if obj["kind"] in {"Namespace", "ClusterRole", "ClusterRoleBinding", "APIService"}:
                 assert namespace is None, object_key(obj)
+            elif (obj["kind"], obj["metadata"]["name"]) == (
+                "RoleBinding",
+                "predictive-scaler-auth-reader",
+            ):
+                assert namespace == "kube-system"  # beside the built-in Role it binds
             else:
                 assert namespace == NAMESPACE, object_key(obj)
 
@@ -447,17 +480,28 @@ def _expanded(grants: list[Any]) -> set[tuple[str, str, str, str, tuple[str, ...
 
 
 class TestRbac:
-    def test_grants_exactly_the_table(self, rendered: list[Manifest]) -> None:
-        assert _expanded(load_rbac_grants(objects=rendered)) == EXPECTED_RBAC
+    def test_grants_exactly_the_table(self, rendered: list[Manifest], overlay: str) -> None:
+        assert _expanded(load_rbac_grants(objects=rendered)) == expected_rbac(overlay)
+
+    def test_the_hpa_controller_may_read_the_metrics_only(
+        self, rendered: list[Manifest], overlay: str
+    ) -> None:
+        grants = load_rbac_grants(service_account=HPA_SERVICE_ACCOUNT, objects=rendered)
+        expected = HPA_EXTERNAL_METRICS_RBAC if overlay == "external-metrics" else set()
+        assert _expanded(grants) == expected
 
     def test_no_wildcards_and_nothing_else_bound(self, rendered: list[Manifest]) -> None:
         for role in find_objects(rendered, "ClusterRole") + find_objects(rendered, "Role"):
             for rule in role["rules"]:
                 for key in ("apiGroups", "resources", "verbs", "resourceNames"):
                     assert "*" not in rule.get(key, []), (role["metadata"]["name"], rule)
+        hpa = {"kind": "ServiceAccount", "name": HPA_SERVICE_ACCOUNT[1], "namespace": "kube-system"}
         for binding in find_objects(rendered, "ClusterRoleBinding") + find_objects(
             rendered, "RoleBinding"
         ):
+            if binding["metadata"]["name"] == "predictive-scaler-external-metrics-reader":
+                assert binding["subjects"] == [hpa]
+                continue
             assert binding["subjects"] == [
                 {"kind": "ServiceAccount", "name": SERVICE_ACCOUNT[1], "namespace": NAMESPACE}
             ]
@@ -471,7 +515,14 @@ class TestRbac:
                 isinstance(v, list) and all(isinstance(s, str) for s in v) for v in rule.values()
             )
         assert load_rbac_rules("dry-run") == rules
-        assert load_rbac_rules("external-metrics") == rules
+        external = load_rbac_rules("external-metrics")
+        assert all(rule in external for rule in rules)
+        added = [rule for rule in external if rule not in rules]
+        assert sorted((r["apiGroups"][0], r["resources"][0]) for r in added) == [
+            ("", "configmaps"),
+            ("authentication.k8s.io", "tokenreviews"),
+            ("authorization.k8s.io", "subjectaccessreviews"),
+        ]
 
     @pytest.mark.parametrize(
         ("verb", "group", "resource", "namespace", "name", "allowed"),
@@ -1316,9 +1367,13 @@ class TestMovedInstall:
                     for name in names
                 ),
             )
-            for scope, group, resource, verb, names in EXPECTED_RBAC
+            for scope, group, resource, verb, names in expected_rbac(overlay)
         }
         assert _expanded(grants) == expected
+        hpa = load_rbac_grants(service_account=HPA_SERVICE_ACCOUNT, objects=objects)
+        assert _expanded(hpa) == (
+            HPA_EXTERNAL_METRICS_RBAC if overlay == "external-metrics" else set()
+        )
 
     @pytest.mark.skipif(not HAS_KUBECTL, reason="kubectl is not installed")
     def test_python_renderer_agrees_with_kubectl(self, overlay: str, tmp_path: Path) -> None:

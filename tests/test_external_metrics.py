@@ -18,9 +18,12 @@ from typing import Any
 
 import aiohttp
 import pytest
+from kubernetes_asyncio import client
 
 from predictive_scaler.cli import build_parser
+from predictive_scaler.delegated_auth import DelegatedAuth
 from predictive_scaler.external_metrics import (
+    GROUP,
     GROUP_VERSION,
     METRIC_NAMES,
     ExternalMetricsServer,
@@ -29,6 +32,7 @@ from predictive_scaler.external_metrics import (
     parse_label_selector,
     selector_matches,
 )
+from predictive_scaler.kube import KubeClient
 from predictive_scaler.publish import ControllerMetrics, SignalFigures, TargetFigures
 from predictive_scaler.runtime import Controller, RunOptions, run_controller
 from tests.deploy_support import find_object, render
@@ -162,12 +166,33 @@ def published_metrics() -> ControllerMetrics:
     return metrics
 
 
+READER_TOKEN = "metrics-reader-token"
+READER = "system:serviceaccount:kube-system:horizontal-pod-autoscaler"
+
+
+def allow_reader(double: KubeDouble) -> None:
+    """A caller (``READER_TOKEN``) the API double authenticates (TokenReview) and RBAC lets
+    read every metric of the group and its discovery (SubjectAccessReview)."""
+    double.add_token(READER_TOKEN, READER)
+    double.bind(
+        [
+            {"apiGroups": [GROUP], "resources": ["*"], "verbs": ["list"]},
+            {"nonResourceURLs": ["/apis", "/apis/*"], "verbs": ["get"]},
+        ],
+        user=READER,
+    )
+
+
 @pytest.fixture
-async def server(certificate: Certificate) -> AsyncIterator[ExternalMetricsServer]:
+async def server(
+    certificate: Certificate, kube_server: KubeDouble, kube_api: client.ApiClient
+) -> AsyncIterator[ExternalMetricsServer]:
+    allow_reader(kube_server)
     started = ExternalMetricsServer(
         published_metrics(),
         str(certificate.cert_file),
         str(certificate.key_file),
+        auth=DelegatedAuth(KubeClient(kube_api), skip_lookup=True),
         host="127.0.0.1",
         port=0,
     )
@@ -180,20 +205,32 @@ async def server(certificate: Certificate) -> AsyncIterator[ExternalMetricsServe
 
 
 class Client:
-    """HTTPS to 127.0.0.1, verifying the certificate against the Service's DNS name."""
+    """HTTPS to 127.0.0.1, verifying the certificate against the Service's DNS name, with the
+    reader's bearer token."""
 
-    def __init__(self, session: aiohttp.ClientSession, port: int, context: ssl.SSLContext):
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        port: int,
+        context: ssl.SSLContext,
+        token: str | None = READER_TOKEN,
+    ):
         self.session = session
         self.port = port
         self.context = context
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
 
     async def get(self, path: str, **params: str) -> tuple[int, Any]:
-        async with self.session.get(
-            f"https://127.0.0.1:{self.port}{path}",
-            params=params,
-            ssl=self.context,
-            server_hostname=SERVICE_DNS,
-        ) as response:
+        async with (
+            asyncio.timeout(10),
+            self.session.get(
+                f"https://127.0.0.1:{self.port}{path}",
+                params=params,
+                headers=self.headers,
+                ssl=self.context,
+                server_hostname=SERVICE_DNS,
+            ) as response,
+        ):
             if response.content_type == "application/json":
                 return response.status, await response.json()
             return response.status, await response.text()
@@ -366,11 +403,16 @@ class TestTls:
                     pass
 
     async def test_a_renewed_certificate_is_served_without_restart(
-        self, certificate: Certificate, tmp_path: Path
+        self, certificate: Certificate, tmp_path: Path, kube_api: client.ApiClient
     ) -> None:
         live = make_certificate(tmp_path / "live")
         started = ExternalMetricsServer(
-            ControllerMetrics(), str(live.cert_file), str(live.key_file), host="127.0.0.1", port=0
+            ControllerMetrics(),
+            str(live.cert_file),
+            str(live.key_file),
+            auth=DelegatedAuth(KubeClient(kube_api), skip_lookup=True),
+            host="127.0.0.1",
+            port=0,
         )
         await started.start()
         try:
@@ -491,6 +533,7 @@ async def test_the_controller_serves_its_forecast(
     config.write_text(CONFIG)
     for namespace in ("busy", "idle", "empty"):
         kube_server.put_object(make_hpa(namespace, "nim", 1, 10))
+    allow_reader(kube_server)
     # The overlay's own flags, with this test's port and files.
     ours = {
         "--external-metrics-port": "0",

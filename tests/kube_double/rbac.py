@@ -1,7 +1,8 @@
 """RBAC for the double: PolicyRule matching and the record of requests made.
 
 Rules are plain dicts shaped like Kubernetes ``PolicyRule`` (``apiGroups``, ``resources``,
-``verbs``, optional ``resourceNames``); matching follows ``rbac/v1`` semantics: ``*`` matches
+``verbs``, optional ``resourceNames``; or ``nonResourceURLs`` and ``verbs``); matching follows
+``rbac/v1`` semantics: ``*`` matches
 anything, ``resources`` may name a subresource as ``resource/subresource``, and
 ``resourceNames`` only restricts requests that carry a name (never ``create``, nor ``list`` /
 ``watch`` without a ``metadata.name`` field selector).
@@ -95,6 +96,22 @@ def rules_allow(rules: Sequence[PolicyRule], attrs: RequestAttributes) -> bool:
     return any(
         _in_scope(rule.get("namespace"), attrs) and rule_allows(rule, attrs) for rule in rules
     )
+
+
+def non_resource_allows(rules: Sequence[PolicyRule], verb: str, path: str) -> bool:
+    """Whether any rule's ``nonResourceURLs`` grant ``verb`` on ``path`` (rbac/v1
+    ``NonResourceURLMatches``: ``*``, the exact path, or a prefix ending in ``*``). Only
+    cluster-wide rules (ClusterRoleBindings) can: a namespaced rule never does."""
+    for rule in rules:
+        if rule.get("namespace") is not None:
+            continue
+        verbs = rule.get("verbs", ())
+        if "*" not in verbs and verb not in verbs:
+            continue
+        for url in rule.get("nonResourceURLs", ()):
+            if url in {"*", path} or (url.endswith("*") and path.startswith(url[:-1])):
+                return True
+    return False
 
 
 def _in_scope(namespace: object, attrs: RequestAttributes) -> bool:

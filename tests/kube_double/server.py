@@ -44,6 +44,7 @@ from .resources import (
     by_kind,
     parse_path,
 )
+from .reviews import ReviewError, review_attributes, subject_access_review, token_review
 from .validation import KUBERNETES_VERSION, InvalidObject, validate_object
 
 DEFAULT_TOKEN = "predictive-scaler-test-token"
@@ -248,6 +249,10 @@ class KubeDouble:
         self.token = token
         self.kubernetes_version = kubernetes_version
         self._identities: dict[str, tuple[str, list[PolicyRule]]] = {}
+        # TokenReview: token -> (user, groups); SubjectAccessReview: rules bound to a user or a
+        # group (``bind``), besides the rules of each token's identity.
+        self._token_users: dict[str, tuple[str, tuple[str, ...]]] = {}
+        self._bindings: list[tuple[str, str, list[PolicyRule]]] = []
         self._rbac = rules is not None
         if rules is not None:
             self.grant(token, rules, user=user)
@@ -302,6 +307,37 @@ class KubeDouble:
         self._rbac = True
         name = user or f"system:serviceaccount:test:{token}"
         self._identities[token] = (name, [as_rule(rule) for rule in rules])
+
+    def add_token(self, token: str, user: str, groups: Sequence[str] = ()) -> None:
+        """Make ``token`` one a TokenReview authenticates as ``user`` in ``groups``, without
+        letting it call the double (that is :meth:`grant`) nor switching RBAC on."""
+        self._token_users[token] = (user, tuple(groups))
+
+    def bind(
+        self, rules: Sequence[Any], *, user: str | None = None, group: str | None = None
+    ) -> None:
+        """Bind ``rules`` to a user or a group for SubjectAccessReviews (as a RoleBinding or
+        ClusterRoleBinding would; a rule's ``namespace`` key scopes it). Requests to the double
+        itself are authorized by token (:meth:`grant`), not by these."""
+        if (user is None) == (group is None):
+            raise ValueError("bind to exactly one of user or group")
+        kind, name = ("User", user) if user is not None else ("Group", group or "")
+        self._bindings.append((kind, name, [as_rule(rule) for rule in rules]))
+
+    def _token_identity(self, token: str) -> tuple[str, tuple[str, ...]] | None:
+        if token in self._token_users:
+            return self._token_users[token]
+        identity = self._identities.get(token)
+        return (identity[0], ()) if identity is not None else None
+
+    def _rules_of(self, user: str, groups: Sequence[str]) -> list[PolicyRule]:
+        rules = [
+            rule for name, granted in self._identities.values() if name == user for rule in granted
+        ]
+        for kind, name, bound in self._bindings:
+            if (kind == "User" and name == user) or (kind == "Group" and name in groups):
+                rules.extend(bound)
+        return rules
 
     def used_permissions(self) -> dict[tuple[str, str, str], list[RequestRecord]]:
         """Allowed requests by ``(apiGroup, resource, verb)``."""
@@ -648,18 +684,28 @@ class KubeDouble:
         allowed = False
         try:
             if parsed is None:
-                raise ApiError(404, "the server could not find the requested resource")
-            attrs = self._attributes(method, query, parsed)
+                try:
+                    attrs = review_attributes(method, request.path)
+                except ReviewError as error:
+                    raise ApiError(error.code, error.message) from None
+                if attrs is None:
+                    raise ApiError(404, "the server could not find the requested resource")
+            else:
+                attrs = self._attributes(method, query, parsed)
             token, allowed = self._authorize(request, attrs)
             if not allowed:
                 user = self._identities.get(token or "", (self._default_user, []))[0]
                 raise ApiError(
                     403,
                     forbidden_message(attrs, user),
-                    details=_details(parsed.resource, attrs.name),
+                    details={"group": attrs.api_group, "kind": attrs.resource}
+                    | ({"name": attrs.name} if attrs.name else {}),
                 )
             try:
-                response = await self._dispatch(request, parsed, attrs, query)
+                if parsed is None:
+                    response = await self._review(request, attrs)
+                else:
+                    response = await self._dispatch(request, parsed, attrs, query)
             except asyncio.CancelledError:
                 # A watch its client went away from: it was made and allowed all the same.
                 self.requests.append(
@@ -708,6 +754,17 @@ class KubeDouble:
             namespace=parsed.namespace,
             name=name,
         )
+
+    async def _review(self, request: web.Request, attrs: RequestAttributes) -> web.Response:
+        body = await self._read_json(request)
+        try:
+            if attrs.resource == "tokenreviews":
+                answered = token_review(body, self._token_identity)
+            else:
+                answered = subject_access_review(body, self._rules_of)
+        except ReviewError as error:
+            raise ApiError(error.code, error.message) from None
+        return web.json_response(answered, status=201)
 
     async def _read_json(self, request: web.Request) -> Any:
         raw = await request.read()
