@@ -22,6 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from predictive_scaler.config import parse_duration
 from predictive_scaler.logs import configure_logging
 from predictive_scaler.traces import load_trace
 from tests.kube_double.fixtures import make_api_client
@@ -33,7 +34,7 @@ DEFAULT_TRACES = Path(__file__).resolve().parents[2] / "shared" / "data" / "trac
 MIN_DAYS = 7.0
 
 
-async def _run(path: Path) -> LiveRun:
+async def _run(path: Path, cycle_seconds: float | None) -> LiveRun:
     trace = live_trace(path)
     with tempfile.TemporaryDirectory(prefix="live-peak-") as workdir:
         prometheus = serve_history(demand_series(trace), workdir)
@@ -41,17 +42,17 @@ async def _run(path: Path) -> LiveRun:
         await kube.start()
         api = make_api_client(kube.url, kube.token)
         try:
-            return await run_live(trace, prometheus, kube, api)
+            return await run_live(trace, prometheus, kube, api, cycle_seconds=cycle_seconds)
         finally:
             await api.close()
             await kube.close()
             prometheus.stop()
 
 
-def run_one(path: Path) -> LiveRun:
+def run_one(path: Path, cycle_seconds: float | None = None) -> LiveRun:
     # Two lines a cycle are noise here: errors only.
     configure_logging("json", level=logging.ERROR, force=True)
-    return asyncio.run(_run(path))
+    return asyncio.run(_run(path, cycle_seconds))
 
 
 def main() -> int:
@@ -59,6 +60,11 @@ def main() -> int:
     parser.add_argument("--traces", type=Path, default=DEFAULT_TRACES)
     parser.add_argument("--only", help="comma-separated file names")
     parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument(
+        "--cycle",
+        help="time between cycles (default: one per trace step; the interval stays 30s, so "
+        "e.g. --cycle 30s runs at the production cadence)",
+    )
     args = parser.parse_args()
     require_binaries()
     paths = sorted(p for p in args.traces.glob("*.csv*") if not p.name.endswith("_tokens.csv"))
@@ -67,17 +73,20 @@ def main() -> int:
     paths = [p for p in paths if load_trace(p).span_seconds >= MIN_DAYS * 86_400]
     started = time.perf_counter()
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-        runs = list(pool.map(run_one, paths))
+        cycle = parse_duration(args.cycle) if args.cycle else None
+        runs = list(pool.map(run_one, paths, [cycle] * len(paths)))
     print(
-        "| trace | step | window (steps) | cycles | windows scored | live window-peak coverage "
-        "| live per-step coverage | published at the end | same scoring | in 0.87-0.93 | s |"
+        "| trace | step | cycle every | window (steps) | cycles | windows scored "
+        "| live window-peak coverage | live per-step coverage | published at the end "
+        "| same scoring | in 0.87-0.93 | s |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for run in runs:
         end = run.gauge[-1] if run.gauge else float("nan")
         inside = "yes" if 0.87 <= run.peak_coverage <= 0.93 else "**no**"
         print(
-            f"| {run.trace} | {run.step:g}s | {run.window_steps} | {run.cycles} "
+            f"| {run.trace} | {run.step:g}s | {run.cycle_seconds:g}s | {run.window_steps} "
+            f"| {run.cycles} "
             f"| {len(run.covered)} | {run.peak_coverage:.3f} | {run.step_coverage:.3f} "
             f"| {end:.3f} | {run.controller_view:.3f} | {inside} | {run.seconds:.0f} |"
         )

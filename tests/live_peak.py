@@ -120,15 +120,20 @@ targets:
 class LiveRun:
     trace: str
     step: float
+    cycle_seconds: float
     window_steps: int
+    """Steps of the first cycle's window (later ones may be a step longer: the newest point
+    ages between steps when cycles come more often than steps)."""
     cycles: int = 0
     forecasts: int = 0
     covered: list[bool] = field(default_factory=list)
     """Per scored window, in order: realised peak at or below the bound."""
     step_covered: list[bool] = field(default_factory=list)
     """Per scored window: the last step's actual at or below the upper quantile there."""
-    scored_at: list[int] = field(default_factory=list)
-    """The cycle each scored window was forecast in."""
+    due_at: list[float] = field(default_factory=list)
+    """Per scored window: epoch seconds of its last step."""
+    newest: float = math.nan
+    """The newest point the last cycle saw."""
     gauge: list[float] = field(default_factory=list)
     """The published live window-peak coverage after each cycle that had one."""
     seconds: float = 0.0
@@ -145,12 +150,8 @@ class LiveRun:
     def controller_view(self) -> float:
         """What the controller's rolling figure should read after the last cycle: the newest
         ``LIVE_ERROR_WINDOW`` windows that had come due by then (a window is due once its
-        last step is the newest point, ``window_steps`` cycles after its forecast)."""
-        due = [
-            c
-            for c, cycle in zip(self.covered, self.scored_at, strict=True)
-            if cycle <= self.cycles - 1 - self.window_steps
-        ]
+        last step is the newest point)."""
+        due = [c for c, at in zip(self.covered, self.due_at, strict=True) if at <= self.newest]
         tail = due[-LIVE_ERROR_WINDOW:]
         return float(np.mean(tail)) if tail else math.nan
 
@@ -162,42 +163,49 @@ async def run_live(
     kube_api: client.ApiClient,
     *,
     history_days: float = 7.0,
+    cycle_seconds: float | None = None,
     cycles: int | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> LiveRun:
-    """Run one cycle per step from ``history_days`` after the trace's first point to its end
-    (or for ``cycles``), scoring each forecast window against the trace."""
+    """Run a cycle every ``cycle_seconds`` (default: one per step) from ``history_days`` after
+    the trace's first point to its end (or for ``cycles``), scoring each forecast window
+    against the trace."""
     step = trace.step
+    every = cycle_seconds or step
     kube_server.put_object(make_deployment(NS, HPA))
     kube_server.put_object(make_hpa(NS, HPA, 1, 200, "1", current_replicas=1))
-    first = float(trace.timestamps[0]) + history_days * 86_400
-    total = round((float(trace.timestamps[-1]) - first) / step) + 1
+    # One second past a grid point: the newest point is that one, 1 s old.
+    first = float(trace.timestamps[0]) + history_days * 86_400 + 1.0
+    total = math.floor((float(trace.timestamps[-1]) + step - 1.0 - first) / every) + 1
     total = total if cycles is None else min(total, cycles)
-    # One second past the grid point: the newest point is that one, 1 s old.
-    clock = FakeClock(datetime.fromtimestamp(first + 1.0, UTC))
+    clock = FakeClock(datetime.fromtimestamp(first, UTC))
     controller = Controller(KubeClient(kube_api), prometheus_url=prometheus.url, clock=clock)
     controller.apply_config(parse_config(config_text(step)))
-    window = steps_covering(WARMUP + INTERVAL + 1.0, step)
-    run = LiveRun(trace.name, step, window)
+    run = LiveRun(trace.name, step, every, steps_covering(WARMUP + INTERVAL + 1.0, step))
     started = time.perf_counter()
     try:
         for cycle in range(total):
             [report] = await controller.run_due(force=True)
             run.cycles += 1
             [signal] = report.signals
-            newest = first + cycle * step
+            now = clock().timestamp()
+            newest = math.floor(now / step) * step
+            run.newest = newest
+            # The controller's window: from the step after the newest point to
+            # now + warm-up + interval (ForecastSettings.steps_to_cover).
+            window = steps_covering(WARMUP + INTERVAL + (now - newest), step)
             if signal.upper_max is not None and signal.problem is None:
                 run.forecasts += 1
                 seen = [trace.at(newest + k * step) for k in range(1, window + 1)]
                 if all(math.isfinite(v) for v in seen):
                     run.covered.append(max(seen) <= signal.upper_max + 1e-9)
-                    run.scored_at.append(cycle)
+                    run.due_at.append(newest + window * step)
                     assert signal.upper_at_horizon is not None
                     run.step_covered.append(seen[-1] <= signal.upper_at_horizon + 1e-9)
             published = controller.metrics.published(PEAK_METRIC)
             if published:
                 run.gauge.append(published[0].value)
-            clock.advance(step)
+            clock.advance(every)
             if progress is not None:
                 progress(cycle + 1, total)
     finally:
