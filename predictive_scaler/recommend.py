@@ -8,8 +8,8 @@ differ a lot (a morning ramp the backtest never saw):
   (up to two days, see ``models.base.calibration_points``): the mean absolute error of its
   forecasts at the horizon, and the share of actuals at or below the upper quantile;
 - ``live``: what the running controller measured as its forecasts came due, read back from
-  Prometheus (``predictive_scaler_forecast_abs_error`` / ``_coverage`` of the target, last
-  15 minutes); ``-`` when no controller has published them.
+  Prometheus (``predictive_scaler_forecast_abs_error`` / ``_coverage`` / ``_peak_coverage``
+  of the target, last 15 minutes); ``-`` when no controller has published them.
 
 Each signal's PromQL is shown as it ran (``${matchers}`` rendered, the scale target's pods
 found). The exit code is 1 when any target has no usable data (every signal has a problem) or
@@ -56,6 +56,8 @@ class LiveFigures:
     """The signal's demand query as it ran (``${matchers}`` rendered)."""
     abs_error: float | None = None
     coverage: float | None = None
+    peak_coverage: float | None = None
+    """Share of due windows whose realised peak was at or below the window-peak bound."""
 
 
 class RecommendError(Exception):
@@ -125,6 +127,7 @@ async def recommend(
                         query,
                         await _live(source, "abs_error", target.id, state_signal.name, now()),
                         await _live(source, "coverage", target.id, state_signal.name, now()),
+                        await _live(source, "peak_coverage", target.id, state_signal.name, now()),
                     )
     finally:
         await api_client.close()
@@ -219,9 +222,11 @@ def report_to_json(
                 "query": signal_live(s).query or None,
                 "liveError": {
                     "method": "the running controller's forecasts as they came due "
-                    f"(predictive_scaler_forecast_abs_error/_coverage, last {LIVE_WINDOW})",
+                    "(predictive_scaler_forecast_abs_error/_coverage/_peak_coverage, last "
+                    f"{LIVE_WINDOW})",
                     "meanAbsError": signal_live(s).abs_error,
                     "coverage": signal_live(s).coverage,
+                    "windowPeakCoverage": signal_live(s).peak_coverage,
                 },
                 "recentError": {
                     "method": "out-of-sample walk forward at the horizon (held-out recent history)",
@@ -282,6 +287,7 @@ def format_table(
                 + _peak_text(s.backtest_peak_coverage, q)
                 + " | "
                 + _error_text("live", seen.abs_error, seen.coverage, q)
+                + _peak_text(seen.peak_coverage, q)
             )
             lines.append(
                 f"  {s.name:<14}{format_duration(s.horizon_seconds):>8}{_num(s.mean):>9}"
@@ -306,8 +312,10 @@ def format_table(
     if bad:
         lines.append(f"no usable data: {', '.join(bad)}")
     lines.append(
-        "error: mean absolute error and upper-quantile coverage at the horizon; backtest = the "
-        "model's out-of-sample forecasts over the held-out recent history; live = the running "
-        "controller's forecasts as they came due (- when none has published them)."
+        "error: mean absolute error and upper-quantile coverage at the horizon, and window "
+        "peak = share of windows whose highest point was at or below the bound the decision "
+        "takes; backtest = the model's out-of-sample forecasts over the held-out recent "
+        "history; live = the running controller's forecasts as they came due (- when none has "
+        "published them)."
     )
     return "\n".join(lines) + "\n"

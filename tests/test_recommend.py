@@ -18,9 +18,9 @@ from tests.test_reconcile import CONFIG, DATA_END, STEP, flat_series
 BUSY_ONLY = CONFIG.split("  - hpa: {namespace: idle")[0]
 
 
-LIVE_COVERAGE, LIVE_ERROR = 0.62, 0.137
+LIVE_COVERAGE, LIVE_ERROR, LIVE_PEAK_COVERAGE = 0.62, 0.137, 0.55
 """What a running controller published for busy/nim as its forecasts came due (a morning ramp
-can cover far less than the backtest's 90 %)."""
+can cover far less than the backtest's 90 %): per step, and of the window's peak."""
 
 
 def live_series() -> list[Series]:
@@ -36,6 +36,12 @@ def live_series() -> list[Series]:
     return [
         ("predictive_scaler_forecast_coverage", labels, ts, np.full(ts.size, LIVE_COVERAGE)),
         ("predictive_scaler_forecast_abs_error", labels, ts, np.full(ts.size, LIVE_ERROR)),
+        (
+            "predictive_scaler_forecast_peak_coverage",
+            labels,
+            ts,
+            np.full(ts.size, LIVE_PEAK_COVERAGE),
+        ),
     ]
 
 
@@ -66,7 +72,7 @@ async def test_table_and_json(
     assert "recommended  minReplicas 3 (1 -> 3)" in table
     assert "kv_cache" in table and "persistence" in table and "(p90)" in table
     # Live coverage (the running controller's, as forecasts came due) apart from the backtest's.
-    assert "live 0.137, 62% <= p90" in table
+    assert "live 0.137, 62% <= p90, window peak 55% <= p90" in table
     assert "backtest " in table
     # The PromQL each signal really ran, ${matchers} rendered.
     assert 'query        sum(gpu_cache_usage_perc{namespace="busy"})' in table
@@ -79,6 +85,7 @@ async def test_table_and_json(
     assert row["signals"][0]["recentError"]["meanAbsError"] is not None
     live = row["signals"][0]["liveError"]
     assert (live["meanAbsError"], live["coverage"]) == (LIVE_ERROR, LIVE_COVERAGE)
+    assert live["windowPeakCoverage"] == LIVE_PEAK_COVERAGE
     assert row["signals"][0]["query"] == 'sum(gpu_cache_usage_perc{namespace="busy"})'
     # dry: nothing written
     after = kube_server.get_object("autoscaling/v2", "HorizontalPodAutoscaler", "busy", "nim")
