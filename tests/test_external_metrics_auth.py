@@ -17,6 +17,7 @@ import aiohttp
 import pytest
 from kubernetes_asyncio import client
 
+from predictive_scaler.cli import build_parser, run_options
 from predictive_scaler.delegated_auth import AuthCacheSettings, DelegatedAuth
 from predictive_scaler.external_metrics import ExternalMetricsServer
 from predictive_scaler.kube import KubeClient
@@ -592,3 +593,39 @@ def test_ttl_cache() -> None:
     assert cache.get("d", 0.0) is None
     with pytest.raises(ValueError, match="max_entries"):
         TtlCache(0)
+
+
+# ---------------------------------------------------------------------------- the command line
+
+
+def test_run_flags_reach_the_options() -> None:
+    args = build_parser().parse_args(
+        [
+            "run",
+            "--config",
+            "c.yaml",
+            "--requestheader-client-ca-file",
+            "/etc/front-proxy/ca.crt",
+            "--requestheader-allowed-names",
+            "front-proxy-client, aggregator",
+            "--authentication-skip-lookup",
+        ]
+    )
+    options = run_options(args)
+    assert options.requestheader_client_ca_file == "/etc/front-proxy/ca.crt"
+    assert options.requestheader_allowed_names == ("front-proxy-client", "aggregator")
+    assert options.authentication_skip_lookup is True
+    defaults = run_options(build_parser().parse_args(["run", "--config", "c.yaml"]))
+    assert (
+        defaults.requestheader_client_ca_file,
+        defaults.requestheader_allowed_names,
+        defaults.authentication_skip_lookup,
+    ) == (None, (), False)
+
+
+async def test_an_unreadable_ca_file_fails_the_start(
+    kube_server: KubeDouble, kube_api: client.ApiClient, pki: Pki, tmp_path: Path
+) -> None:
+    auth = DelegatedAuth(KubeClient(kube_api), client_ca_file=str(tmp_path / "missing.crt"))
+    with pytest.raises(OSError, match=r"missing\.crt"):
+        await _started(kube_server, pki, auth)

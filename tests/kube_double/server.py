@@ -3,8 +3,10 @@
 It serves the few resources the controller uses with the rules of the real API server that
 matter to a client: a global resourceVersion, optimistic concurrency (409), merge / JSON /
 strategic patches, strict OpenAPI validation plus server-side rules (422), watches, RBAC (403)
-and ``Status`` error bodies. Tests drive it through the real ``kubernetes_asyncio`` client and
-inspect or change it directly through the store helpers and fault-injection hooks.
+and ``Status`` error bodies; and the TokenReview / SubjectAccessReview an aggregated API server
+delegates its authentication and authorization with (``reviews``). Tests drive it through the
+real ``kubernetes_asyncio`` client and inspect or change it directly through the store helpers
+and fault-injection hooks.
 """
 
 from __future__ import annotations
