@@ -40,21 +40,6 @@ from tests.support import FakeClock
 
 FloatArray = npt.NDArray[np.float64]
 
-_TRACE_DIRS = (
-    Path(__file__).resolve().parents[2] / "shared" / "data" / "traces",  # CI: shared/ beside
-    Path("/work/shared/data/traces"),
-)
-
-
-def shared_trace(name: str) -> Path:
-    """A shared trace by file name, from ``shared/`` beside the checkout (as CI lays it) or
-    the workplace's; raises when neither has it."""
-    for folder in _TRACE_DIRS:
-        if (folder / name).is_file():
-            return folder / name
-    raise FileNotFoundError(f"shared trace {name} not in {[str(d) for d in _TRACE_DIRS]}")
-
-
 NS = "live"
 HPA = "app"
 WARMUP = 600.0

@@ -1,10 +1,12 @@
-"""Small helpers shared by the tests: a clock tests move by hand, and a bounded wait."""
+"""Small helpers shared by the tests: a clock tests move by hand, a bounded wait and the
+shared traces."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from pathlib import Path
 
 
 class FakeClock:
@@ -26,3 +28,16 @@ async def eventually(predicate: Callable[[], bool], within_seconds: float = 30.0
     async with asyncio.timeout(within_seconds):
         while not predicate():  # noqa: ASYNC110
             await asyncio.sleep(0.005)
+
+
+SHARED_TRACES = Path(__file__).resolve().parents[2] / "shared" / "data" / "traces"
+"""The workplace's traces, in ``shared/`` beside the checkout (as CI lays it, and as
+``/work/main`` and each worktree under ``/work/wt`` see it): never an absolute path."""
+
+
+def shared_trace(name: str) -> Path:
+    """A shared trace by file name; raises when ``shared/`` beside the checkout lacks it."""
+    path = SHARED_TRACES / name
+    if not path.is_file():
+        raise FileNotFoundError(f"shared trace {name} not in {SHARED_TRACES}")
+    return path

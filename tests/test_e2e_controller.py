@@ -16,7 +16,6 @@ import math
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
@@ -38,9 +37,9 @@ from predictive_scaler.traces import load_trace
 from tests.kube_double import KubeDouble, make_hpa
 from tests.prom_fixtures import PrometheusFactory
 from tests.prom_harness import PrometheusServer, Series
-from tests.support import FakeClock
+from tests.support import FakeClock, shared_trace
 
-TRACE = Path("/work/shared/data/traces/nab_nyc_taxi_passengers_30min.csv")
+TRACE = shared_trace("nab_nyc_taxi_passengers_30min.csv")
 STEP = 300.0
 PODS = 4
 TARGET_PER_POD = 0.7

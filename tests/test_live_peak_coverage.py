@@ -16,8 +16,9 @@ import pytest
 from kubernetes_asyncio import client
 
 from tests.kube_double import KubeDouble
-from tests.live_peak import demand_series, live_trace, run_live, shared_trace
+from tests.live_peak import demand_series, live_trace, run_live
 from tests.prom_fixtures import PrometheusFactory
+from tests.support import shared_trace
 
 TRACE = "nab_aws_elb_request_count_5min.csv"
 

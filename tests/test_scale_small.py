@@ -20,7 +20,6 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -44,9 +43,9 @@ from predictive_scaler.traces import load_trace
 from tests.kube_double import KubeDouble, make_hpa
 from tests.prom_fixtures import PrometheusFactory
 from tests.prom_harness import PrometheusServer, Series
-from tests.support import FakeClock
+from tests.support import FakeClock, shared_trace
 
-TRACE = Path("/work/shared/data/traces/twitter_stream_2021-08_1min.csv")
+TRACE = shared_trace("twitter_stream_2021-08_1min.csv")
 TARGETS = 20
 STEP = 60.0
 DAYS = 3
