@@ -41,3 +41,25 @@ def test_steps_without_usage_are_not_flagged_uncorrected() -> None:
     usage = np.array([np.nan, 1.0])
     gaps = compute_uncorrected(usage, np.full(2, np.nan), np.full(2, np.nan))
     np.testing.assert_array_equal(gaps, [False, True])
+
+
+def test_plain_lists_with_gaps_are_read_as_floats() -> None:
+    # Python lists from a caller: integers come back as float demand and None is a gap.
+    demand = compute_demand([1, 2], [None, 1], [4, None])  # type: ignore[arg-type]
+    assert demand.dtype == np.float64
+    np.testing.assert_array_equal(demand, [1.0, 2.0])
+    assert compute_demand([1, 2]).dtype == np.float64  # type: ignore[arg-type]
+    gaps = compute_uncorrected([None, 1], [None, 1], [None, None])  # type: ignore[arg-type]
+    np.testing.assert_array_equal(gaps, [False, True])
+
+
+def test_one_running_request_divides_by_one() -> None:
+    demand = compute_demand(np.array([0.5]), np.array([1.0]), np.array([1.0]))
+    np.testing.assert_allclose(demand, [1.0])
+
+
+def test_errors_say_exactly_which_series_is_wrong() -> None:
+    with pytest.raises(ValueError, match=r"^the queue and running series go together$"):
+        compute_demand(np.ones(2), None, np.ones(2))
+    with pytest.raises(ValueError, match=r"^running series has 1 points, usage has 2$"):
+        compute_demand(np.ones(2), np.ones(2), np.ones(1))
