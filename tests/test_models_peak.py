@@ -140,6 +140,22 @@ def test_auto_scores_candidates_on_the_window_peak() -> None:
         assert score.score == pytest.approx((peak_mase / best_mase + peak_loss / best_loss) / 2)
 
 
+def test_auto_shows_the_per_step_figures_at_the_horizon_not_at_step_one() -> None:
+    # The displayed MASE and pinball are those of the warm-up horizon's step (H), where the
+    # capacity must be ready; step 1 is always the easiest and would flatter every model.
+    y = noise(3000)
+    model = make_model("auto", horizon=H)
+    assert isinstance(model, Auto)
+    model.fit(y, STEP)
+    scale = naive_scale(y)
+    for name, candidate in model.models_.items():
+        assert candidate.calibration_ is not None
+        actual, forecast, upper = candidate.calibration_.errors_at(H, 0.9)
+        score = model.scores_[name]
+        assert score.mase == pytest.approx(float(np.abs(actual - forecast).mean()) / scale), name
+        assert score.pinball == pytest.approx(float(pinball(actual, upper, 0.9).mean()) / scale)
+
+
 def test_the_live_loop_scores_the_window_peak_against_its_bound_as_forecasts_come_due() -> None:
     signal = Signal("kv_cache", "sum(x)")
     settings = ForecastSettings(step_seconds=60.0, horizon_seconds=180.0, model="persistence")
