@@ -633,3 +633,28 @@ async def test_removed_and_disabled_targets_get_their_base_back(
         len([r for r in kube_server.requests if r.method == "PATCH" and "/idle/" in r.path])
         <= writes
     )
+
+
+async def test_a_target_disabled_in_the_first_config_gets_its_base_back(
+    kube_server: KubeDouble, controller: Controller
+) -> None:
+    # A controller restarted with the target already disabled: it never managed it in this
+    # process, but the HPA still carries the raise of an earlier run.
+    kube_server.put_object(
+        make_hpa(
+            "idle",
+            "nim",
+            5,
+            10,
+            annotations={ANNOTATION_BASE_MIN_REPLICAS: "1", ANNOTATION_APPLIED_MIN_REPLICAS: "5"},
+        )
+    )
+    first = CONFIG.replace(
+        "  - hpa: {namespace: idle, name: nim}\n",
+        "  - hpa: {namespace: idle, name: nim}\n    enabled: false\n",
+    )
+    controller.apply_config(parse_config(first))
+    await controller.run_due()
+    stored = hpa(kube_server, "idle")
+    assert stored["spec"]["minReplicas"] == 1  # type: ignore[index]
+    assert not set(MANAGED_ANNOTATIONS) & set(stored["metadata"].get("annotations") or {})  # type: ignore[union-attr,attr-defined]
