@@ -86,6 +86,9 @@ class DecisionHistory:
     """Start of the current unbroken run of good data."""
     bad_since: datetime | None = None
     """Start of the current run of missing or bad data."""
+    partial: bool = False
+    """The newest cycle stood on partial data: ``tracking_since`` is then that cycle's own
+    time, and moves on with every partial cycle (stored as "not started yet")."""
 
 
 @dataclass(frozen=True)
@@ -162,7 +165,9 @@ def decide_min_replicas(
     window = timedelta(seconds=policy.scale_down_delay_seconds)
     recent = tuple((t, v) for t, v in history.recommendations if now - t < window)
     recent = (*recent, (now, desired))
-    new_history = DecisionHistory(recommendations=recent, tracking_since=tracking_since)
+    new_history = DecisionHistory(
+        recommendations=recent, tracking_since=tracking_since, partial=partial
+    )
 
     if desired > current:
         # The brake limits pods added per cycle, so it counts from what runs: raising min

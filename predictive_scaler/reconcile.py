@@ -27,8 +27,16 @@ import numpy.typing as npt
 from models import FitResult, InsufficientHistory, InvalidSeries
 from models.series import mask_ranges
 from predictive_scaler.annotations import (
+    ANNOTATION_STATE,
     MANAGED_ANNOTATIONS,
+    ClockState,
+    StateError,
+    compute_clock_state,
+    decide_clock_write,
     decide_info_refresh,
+    decode_clock_state,
+    encode_clock_state,
+    restore_history,
     state_changed,
 )
 from predictive_scaler.config import HPA_METRIC_ALIASES, Policy, Signal, Target
@@ -555,7 +563,10 @@ class TargetReconciler:
             missing_data_hold_seconds=p.missing_data_hold_seconds,
         )
         self._signals = self._fresh_signals()
-        self.history = DecisionHistory()
+        self._history = DecisionHistory()
+        self._history_known = False
+        """Whether the history is this process's own (or handed over on a reload); until then
+        the first cycle takes it from the HPA's state annotation."""
         self.shadow: DryRunShadow | None = None
         """In dry run, the minReplicas and annotations it would have applied."""
         self.match_labels: dict[str, str] = dict(target.match_labels)
@@ -579,6 +590,39 @@ class TargetReconciler:
     @property
     def policy(self) -> Policy:
         return self.target.policy
+
+    @property
+    def history(self) -> DecisionHistory:
+        """The decision's clocks, passed to the next cycle."""
+        return self._history
+
+    @history.setter
+    def history(self, value: DecisionHistory) -> None:
+        # A history set from outside (a reload hands the old reconciler's over) is fresher
+        # than the annotation, which is then not read.
+        self._history, self._history_known = value, True
+
+    def _adopt_stored_clocks(self, snapshot: HpaSnapshot, now: datetime) -> None:
+        """On the first cycle, continue the clocks of the process that wrote the HPA's state
+        annotation. Missing or unusable state starts them now (a hold or delay can then only
+        end later than the old process would have ended it); unusable state is logged once."""
+        if self._history_known:
+            return
+        self._history_known = True
+        raw = snapshot.annotations.get(ANNOTATION_STATE)
+        if raw is None:
+            return
+        try:
+            self._history = restore_history(decode_clock_state(raw), now)
+        except StateError as error:
+            self.log.warning("state_annotation_ignored", error=str(error), value=raw[:200])
+            return
+        self.log.info(
+            "state_restored",
+            bad_since=_iso_or_none(self._history.bad_since),
+            tracking_since=_iso_or_none(self._history.tracking_since),
+            peaks=len(self._history.recommendations),
+        )
 
     def _fresh_signals(self) -> dict[str, _SignalState]:
         p, t = self.target.policy, self.target
@@ -688,6 +732,7 @@ class TargetReconciler:
                 t.id, t.namespace, t.name, now, signals, error=str(error), error_status=error.status
             )
 
+        self._adopt_stored_clocks(snapshot, now)
         await self._resolve_pods(snapshot, now)
         reports = [
             self._with_target(await self._contained_signal(state, now), snapshot, state.signal)
@@ -765,6 +810,17 @@ class TargetReconciler:
                 now,
             )
             annotations = self._annotations(base, decision, reports, now)
+            # The clocks are written when a restart from the stored ones would act sooner,
+            # or much later, than this process; else the stored value stays as it is, even
+            # when other annotations are written (a closer copy would only have to be
+            # corrected again when a need flips back).
+            window = self.decision_policy.scale_down_delay_seconds
+            clocks = _stored_clocks(snapshot.annotations)
+            write_clocks = decide_clock_write(clocks, decision.history, now, window)
+            if write_clocks or clocks is None:
+                annotations[ANNOTATION_STATE] = encode_clock_state(
+                    compute_clock_state(decision.history, now, window)
+                )
             # Only minReplicas and state are worth a write; the reason, model and forecast
             # ride along, and on their own wait until they have differed for a while.
             refresh, info_stale_since = decide_info_refresh(
@@ -773,6 +829,7 @@ class TargetReconciler:
             wanted = (
                 decision.min_replicas != snapshot.min_replicas
                 or state_changed(snapshot.annotations, annotations)
+                or write_clocks
                 or refresh
             )
             self.log.info(
@@ -1280,6 +1337,21 @@ def _fresh_until(state: _SignalState, stale_after_seconds: float) -> datetime | 
     if newest is None:
         return None
     return datetime.fromtimestamp(newest + stale_after_seconds, UTC)
+
+
+def _stored_clocks(annotations: Mapping[str, str]) -> ClockState | None:
+    """The HPA's state annotation, or None when missing or unusable (logged on adoption)."""
+    raw = annotations.get(ANNOTATION_STATE)
+    if raw is None:
+        return None
+    try:
+        return decode_clock_state(raw)
+    except StateError:
+        return None
+
+
+def _iso_or_none(moment: datetime | None) -> str | None:
+    return None if moment is None else _iso(moment)
 
 
 def _round(value: float | None) -> float | None:

@@ -13,13 +13,15 @@ import json
 import math
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 import pytest
 from kubernetes_asyncio import client
 
-from predictive_scaler.annotations import INFO_REFRESH_SECONDS
+from predictive_scaler.annotations import ANNOTATION_STATE, INFO_REFRESH_SECONDS
 from predictive_scaler.config import Target, parse_config
 from predictive_scaler.kube import (
     ANNOTATION_APPLIED_MIN_REPLICAS,
@@ -158,3 +160,38 @@ async def test_reason_flips_alone_never_patch(
         assert notes[ANNOTATION_BASE_MIN_REPLICAS] == str(LEVELS[namespace][1])
         assert notes[ANNOTATION_APPLIED_MIN_REPLICAS] == str(stored["spec"]["minReplicas"])
         assert notes[ANNOTATION_REASON]  # informational, written with the first patch
+
+
+async def test_the_state_annotation_is_written_when_a_clock_changes_not_every_cycle(
+    kube_server: KubeDouble, kube_api: client.ApiClient, source: PrometheusSource
+) -> None:
+    # Issue 10 item 9 with item 11: the hold clock and the delay's needs are in
+    # ``predictive-scaler.io/state``, written when they change in a way a restart would act
+    # on: once when a hold starts (``nodata`` has no series at all), once on first contact for
+    # a steady target; never on the cycles in between, and never with maxReplicas.
+    kube = KubeClient(kube_api)
+    clock = FakeClock(datetime.fromtimestamp(DATA_END - CYCLES * STEP, UTC))
+    steady = targets()["steady"]
+    nodata = replace(steady, namespace="nodata")
+    notes = {ANNOTATION_BASE_MIN_REPLICAS: "1", ANNOTATION_APPLIED_MIN_REPLICAS: "3"}
+    kube_server.put_object(make_hpa("nodata", "nim", 3, 10, annotations=notes))
+    kube_server.put_object(make_hpa("steady", "nim", 1, 10, current_replicas=2))
+    reconcilers = [
+        TargetReconciler(t, source, kube, clock=clock, emit_events=False) for t in (nodata, steady)
+    ]
+    for _ in range(CYCLES):
+        for reconciler in reconcilers:
+            await reconciler.reconcile()
+        clock.advance(STEP)
+
+    for namespace in ("nodata", "steady"):
+        patches: list[Any] = hpa_patches(kube_server, namespace)
+        with_state = [p for p in patches if ANNOTATION_STATE in p["metadata"]["annotations"]]
+        assert len(with_state) == 1, f"{namespace}: {len(with_state)} state writes"
+        for body in patches:
+            assert set(body) == {"spec", "metadata"} and set(body["spec"]) == {"minReplicas"}
+    # The hold ran out and handed back to the base, on the one stored clock.
+    stored = kube_server.get_object("autoscaling/v2", "HorizontalPodAutoscaler", "nodata", "nim")
+    assert stored is not None and stored["spec"]["minReplicas"] == 1
+    state = json.loads(stored["metadata"]["annotations"][ANNOTATION_STATE])
+    assert state["bad"] == math.ceil(DATA_END - CYCLES * STEP)
