@@ -599,8 +599,10 @@ class TargetReconciler:
     @history.setter
     def history(self, value: DecisionHistory) -> None:
         # A history set from outside (a reload hands the old reconciler's over) is fresher
-        # than the annotation, which is then not read.
-        self._history, self._history_known = value, True
+        # than the annotation, which is then not read; an empty one (handed over before the
+        # old reconciler's first cycle) carries no clocks, so the annotation's still count.
+        self._history = value
+        self._history_known = self._history_known or value != DecisionHistory()
 
     def _adopt_stored_clocks(self, snapshot: HpaSnapshot, now: datetime) -> None:
         """On the first cycle, continue the clocks of the process that wrote the HPA's state

@@ -174,6 +174,25 @@ async def test_a_crash_loop_during_a_hold_still_decays_to_the_base(
     assert stored(kube_server)[0] == 1
 
 
+async def test_a_reload_before_the_first_cycle_still_reads_the_stored_hold(
+    kube_server: KubeDouble,
+    prometheus: PrometheusFaultProxy,
+    processes: Processes,
+    clock: FakeClock,
+) -> None:
+    # The reload hands the old reconciler's (still empty) history to the new one.
+    kube_server.put_object(raised_hpa())
+    prometheus.set_fault("down")
+    await processes.restart(CONFIG)
+    await run_minutes(processes, clock, 20)
+    controller = await processes.restart(CONFIG)
+    controller.apply_config(parse_config(CONFIG.replace("refitInterval: 1h", "refitInterval: 2h")))
+    await run_minutes(processes, clock, 10)
+    assert stored(kube_server)[0] == 6
+    await processes.cycle()
+    assert stored(kube_server)[0] == 5
+
+
 # ---------------------------------------------------------------- the delay
 
 
