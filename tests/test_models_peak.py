@@ -156,6 +156,34 @@ def test_auto_shows_the_per_step_figures_at_the_horizon_not_at_step_one() -> Non
         assert score.pinball == pytest.approx(float(pinball(actual, upper, 0.9).mean()) / scale)
 
 
+def test_auto_describes_its_choice_and_every_score_ranked() -> None:
+    # What `backtest --json` and the fit log show: the chosen model, each candidate's four
+    # figures and score rounded to 4 places, best first, and why any candidate was skipped.
+    y = noise(3000)
+    model = make_model("auto", horizon=H)
+    assert isinstance(model, Auto)
+    model.fit(y, STEP)
+    model.skipped_["mstl"] = "needs 2 days"
+    info = model.describe()
+    chosen = model.chosen.name
+    assert info["model"] == f"auto:{chosen}"
+    assert info["chosen"] == chosen
+    ranked = sorted(model.scores_.values(), key=lambda s: s.score)
+    assert list(info["scores"]) == [s.name for s in ranked]
+    for s in ranked:
+        assert info["scores"][s.name] == {
+            "mase": round(s.mase, 4),
+            "pinball": round(s.pinball, 4),
+            "peak_mase": round(s.peak_mase, 4),
+            "peak_pinball": round(s.peak_pinball, 4),
+            "score": round(s.score, 4),
+        }
+    assert info["skipped"] == {"mstl": "needs 2 days"}
+    assert {k: v for k, v in model.chosen.describe().items() if k != "model"} == {
+        k: v for k, v in info.items() if k not in {"model", "chosen", "scores", "skipped"}
+    }
+
+
 def test_the_live_loop_scores_the_window_peak_against_its_bound_as_forecasts_come_due() -> None:
     signal = Signal("kv_cache", "sum(x)")
     settings = ForecastSettings(step_seconds=60.0, horizon_seconds=180.0, model="persistence")

@@ -39,3 +39,20 @@ def test_each_step_has_its_own_quantile() -> None:
     band = forecast.quantile(0.9) - forecast.mean
     assert band[0] > 0
     assert band[-1] > 2.0 * band[0], band
+
+
+def test_a_model_describes_its_calibration() -> None:
+    model = fitted(random_walk())
+    calibration = model.calibration_
+    assert calibration is not None and calibration.peak is not None
+    info = model.describe()
+    assert info == {
+        "model": "persistence",
+        "params": info["params"],
+        "calibration_origins": int(calibration.forecasts.shape[0]),
+        "scale_power": calibration.power,
+        "peak_scale_power": calibration.peak.power,
+    }
+    assert info["calibration_origins"] > 0
+    model.notes_ = ["seasons dropped"]
+    assert model.describe()["notes"] == ["seasons dropped"]
