@@ -63,6 +63,9 @@ def main() -> int:
     parser.add_argument("--only", help="comma-separated file names")
     parser.add_argument("--warmups", default="5m,10m,15m")
     parser.add_argument("--quantile", type=float, default=0.9)
+    parser.add_argument(
+        "--floor-quantile", type=float, default=None, help="history floor (0: off, the default)"
+    )
     parser.add_argument("--scale-down-delay", default=None)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument(
@@ -76,6 +79,8 @@ def main() -> int:
         paths = [p for p in paths if p.name in wanted]
     warmups = [parse_duration(w) for w in args.warmups.split(",")]
     settings = SimulationSettings(quantile=args.quantile)
+    if args.floor_quantile is not None:
+        settings = replace(settings, floor_quantile=args.floor_quantile)
     if args.scale_down_delay:
         delay = parse_duration(args.scale_down_delay, allow_zero=True)
         settings = replace(settings, decision=DecisionPolicy(scale_down_delay_seconds=delay))

@@ -92,6 +92,8 @@ class SimulationSettings:
     stabilization_seconds: float = 300.0
     model: str = DEFAULT_POLICY.model
     quantile: float = DEFAULT_POLICY.quantile
+    floor_quantile: float = DEFAULT_POLICY.floor_quantile
+    """The history floor's quantile (0: off), learned at each refit as the live loop does."""
     seasons: tuple[str, ...] = DEFAULT_POLICY.seasons
     history_seconds: float = DEFAULT_POLICY.history_seconds
     refit_interval_seconds: float = DEFAULT_POLICY.refit_interval_seconds
@@ -127,6 +129,7 @@ def simulation_settings(
         cycle_seconds=policy.interval_seconds,
         model=policy.model,
         quantile=policy.quantile,
+        floor_quantile=policy.floor_quantile,
         seasons=policy.seasons,
         history_seconds=policy.history_seconds,
         refit_interval_seconds=policy.refit_interval_seconds,
@@ -316,6 +319,7 @@ def simulate_demand(
         horizon_seconds=(warmup + cycle) * step_seconds,
         model=s.model,
         quantile=s.quantile,
+        floor_quantile=s.floor_quantile,
         seasons=s.seasons,
         history_seconds=s.history_seconds,
         refit_interval_seconds=s.refit_interval_seconds,
@@ -351,7 +355,8 @@ def simulate_demand(
                         s.seasons,
                         s.quantile,
                     )
-                    forecaster.adopt(result)
+                    # The floor is learned from the same window, as the live loop does.
+                    forecaster.adopt(result, history=window)
                     notes.extend(result.notes)
                 except InsufficientHistory as exc:
                     notes.append(str(exc))
@@ -362,7 +367,7 @@ def simulate_demand(
                 now = origin + timedelta(seconds=t * step_seconds)
                 for lane in predictive_lanes:
                     assert lane.quantile is not None
-                    _decide(lane, uppers, s, policy, now)
+                    _decide(lane, uppers, forecaster.floor_, s, policy, now)
         d = float(demand[t])
         for lane in lanes:
             if lane.floor is not None:
@@ -467,6 +472,7 @@ def _forecast_uppers(
 def _decide(
     lane: _Lane,
     uppers: dict[float, float | None],
+    floor: float | None,
     settings: SimulationSettings,
     policy: DecisionPolicy,
     now: datetime,
@@ -478,7 +484,7 @@ def _decide(
     elif not math.isfinite(upper):
         signal = SignalForecast("kv_cache", None, settings.target, "non-finite forecast")
     else:
-        signal = SignalForecast("kv_cache", upper, settings.target)
+        signal = SignalForecast("kv_cache", upper, settings.target, floor=floor)
     decision = decide_min_replicas(
         [signal],
         # The live loop passes the HPA's currentReplicas the same way.

@@ -54,6 +54,16 @@ def _duration(text: str) -> float:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _floor_quantile(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 <= value <= 0.99:
+        raise argparse.ArgumentTypeError(f"must be from 0 (off) to 0.99, got {text}")
+    return value
+
+
 def _fraction(text: str) -> float:
     value = float(text)
     if not 0.5 < value < 1.0:
@@ -94,6 +104,7 @@ _POLICY_FLAGS = {
     "interval": "interval_seconds",
     "model": "model",
     "quantile": "quantile",
+    "floor_quantile": "floor_quantile",
     "history": "history_seconds",
     "refit": "refit_interval_seconds",
     "scale_up_step": "scale_up_step",
@@ -168,6 +179,11 @@ def _add_backtest(commands: Any) -> None:
     )
     policy.add_argument("--model", help=f"model for the controller ({P.model})")
     policy.add_argument("--quantile", type=_fraction, help=f"upper quantile ({P.quantile})")
+    policy.add_argument(
+        "--floor-quantile",
+        type=_floor_quantile,
+        help=f"history floor: this quantile of the fitted history, 0 off ({P.floor_quantile:g})",
+    )
     policy.add_argument(
         "--history", type=_duration, help=f"history each fit sees ({d(P.history_seconds)})"
     )

@@ -622,6 +622,27 @@ _QUANTILE: _Field[float] = _Field(
     _parse_quantile,
     "quantile",
 )
+_FLOOR_QUANTILE_RULE: Final = "must be a number from 0 (off) to 0.99"
+
+
+def _parse_floor_quantile(value: object, ctx: _Ctx, path: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 0.99:
+        raise _Invalid(_FLOOR_QUANTILE_RULE)
+    return float(value)
+
+
+_FLOOR_QUANTILE: _Field[float] = _Field(
+    "floorQuantile",
+    "number",
+    0.0,
+    _FLOOR_QUANTILE_RULE,
+    "History floor: capacity never goes below this quantile of the demand in the history the "
+    "model was fitted on (learned at each refit). 0 turns it off. Helps a steady workload "
+    "whose demand returns after lulls faster than a forecast follows; costs GPU-hours on "
+    "a bursty one (docs/benchmarks.md).",
+    _parse_floor_quantile,
+    "floor_quantile",
+)
 _MODEL = _choice_field(
     "model",
     "model",
@@ -709,6 +730,7 @@ _POLICY_FIELDS: Final[tuple[_Field[Any], ...]] = (
     _STEP,
     _WARMUP,
     _QUANTILE,
+    _FLOOR_QUANTILE,
     _MODEL,
     _SEASONS_FIELD,
     _REFIT,
@@ -1270,6 +1292,10 @@ class Policy:
 
     quantile: float = _QUANTILE.default
     """Upper forecast quantile used for capacity, in (0.5, 1)."""
+
+    floor_quantile: float = _FLOOR_QUANTILE.default
+    """History floor: this quantile of the fitted history's demand, under the forecast; 0
+    is off."""
 
     model: str = _MODEL.default
     """Forecast model name, one of :data:`MODELS`."""

@@ -89,6 +89,7 @@ _DATETIME: Final[Json] = {
 
 _SHAPES: Final[Mapping[tuple[str, str], Json]] = {
     ("policy", "quantile"): {"type": "number", "exclusiveMinimum": 0.5, "exclusiveMaximum": 1},
+    ("policy", "floorQuantile"): {"type": "number", "minimum": 0, "maximum": 0.99},
     ("policy", "seasons"): {
         "type": "array",
         "items": {"enum": list(c.SEASONS)},

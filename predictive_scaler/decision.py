@@ -13,6 +13,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
+import numpy as np
+import numpy.typing as npt
+
 # Reasons, in the HPA controller's words where it has one.
 DESIRED_WITHIN_RANGE = "DesiredWithinRange"
 TOO_FEW_REPLICAS = "TooFewReplicas"
@@ -74,6 +77,10 @@ class SignalForecast:
     """Why ``upper`` stands on partial data (a lower bound: fewer pods reporting than run,
     demand not corrected for saturation, a query that failed this cycle): it may raise,
     never lower."""
+    floor: float | None = None
+    """The history floor (:func:`compute_history_floor`), in the signal's units: capacity
+    never goes below the level its recent history usually held, so demand that returns
+    after a lull (or jumps faster than a forecast follows) finds pods ready. None: off."""
 
 
 @dataclass(frozen=True)
@@ -126,6 +133,28 @@ def compute_replicas_for(upper: float, target_per_pod: float) -> int:
     return max(math.ceil(ratio - 1e-9), 0)
 
 
+def compute_history_floor(history: npt.ArrayLike, quantile: float) -> float | None:
+    """The ``quantile`` of the observed (finite) points of ``history``, the window the model
+    was fitted on: the level demand held at least ``1 - quantile`` of the time. None when
+    ``quantile`` is 0 (off) or nothing was observed. It only reads ``history``, so a floor
+    learned at t uses no demand after t."""
+    if quantile <= 0:
+        return None
+    values = np.asarray(history, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    if not values.size:
+        return None
+    return float(np.quantile(values, quantile))
+
+
+def _capacity_demand(signal: SignalForecast) -> float:
+    """What a good signal asks capacity for: its forecast, or its history floor when higher."""
+    assert signal.upper is not None
+    if signal.floor is not None and math.isfinite(signal.floor):
+        return max(signal.upper, signal.floor)
+    return signal.upper
+
+
 def decide_min_replicas(
     signals: Sequence[SignalForecast],
     hpa: HpaLimits,
@@ -144,12 +173,13 @@ def decide_min_replicas(
     if not good:
         return _decide_without_data(signals, current, base, policy, history=history, now=now)
 
-    needs = {
-        s.name: compute_replicas_for(s.upper, s.target_per_pod) for s in good if s.upper is not None
-    }
+    needs = {s.name: compute_replicas_for(_capacity_demand(s), s.target_per_pod) for s in good}
     needed = max(needs.values())
     leader = max(needs, key=lambda name: needs[name])
-    steps = [Step(DESIRED_WITHIN_RANGE, needed, f"{leader} needs {needed} replicas")]
+    lead = next(s for s in good if s.name == leader)
+    floored = lead.floor is not None and _capacity_demand(lead) > (lead.upper or 0.0)
+    because = f" (its history floor {lead.floor:.3g} over the forecast)" if floored else ""
+    steps = [Step(DESIRED_WITHIN_RANGE, needed, f"{leader} needs {needed} replicas{because}")]
 
     desired = needed
     if desired < base:

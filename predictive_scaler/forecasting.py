@@ -19,6 +19,7 @@ from models import FitResult, Forecaster, fit_model
 from models.auto import Auto
 from models.base import Calibration, Model
 from models.series import from_first_observed
+from predictive_scaler.decision import compute_history_floor
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -32,6 +33,8 @@ class ForecastSettings:
     """Warm-up plus one cycle: capacity must cover the whole window."""
     model: str = "auto"
     quantile: float = 0.9
+    floor_quantile: float = 0.0
+    """History floor (``decision.compute_history_floor``) learned at each fit; 0 is off."""
     seasons: tuple[str, ...] = ("daily", "weekly")
     history_seconds: float = 7 * 86_400.0
     refit_interval_seconds: float = 21_600.0
@@ -87,6 +90,9 @@ class WindowForecast:
     window needs, what the decision uses (``models.calibration.PeakCalibration``)."""
     model: str
     horizon_seconds: float
+    floor: float | None = None
+    """The history floor learned at the last fit (``ForecastSettings.floor_quantile``); the
+    decision takes the larger of it and ``upper_max``. None: off or not learned."""
 
 
 @dataclass(frozen=True)
@@ -234,6 +240,8 @@ class TargetForecaster:
         self.backtest_ = BacktestSummary()
         """The current fit's backtest summary (computed once per fit)."""
         self._model_name: str | None = None
+        self.floor_: float | None = None
+        """The history floor of the window the current fit was made on."""
 
     @property
     def model(self) -> Forecaster | None:
@@ -263,14 +271,22 @@ class TargetForecaster:
     def refit(self, history: FloatArray) -> FitResult:
         """Fit here and now (the backtest's way); raises InsufficientHistory."""
         result = self.fit_job(history)()
-        self.adopt(result)
+        self.adopt(result, history=history)
         return result
 
-    def adopt(self, result: FitResult, *, age_points: int = 0) -> None:
+    def adopt(
+        self, result: FitResult, *, age_points: int = 0, history: FloatArray | None = None
+    ) -> None:
         """Take a fit made elsewhere (a worker thread or process); ``age_points`` counts it
-        as that many points old already (see :func:`refit_offset`)."""
+        as that many points old already (see :func:`refit_offset`). ``history`` is the
+        window it was fitted on, from which the history floor is learned (None: no floor)."""
         s = self.settings
         self.fit_ = result
+        self.floor_ = (
+            compute_history_floor(history[-s.history_points :], s.floor_quantile)
+            if history is not None
+            else None
+        )
         self.points_since_fit = age_points
         self._model_name = None
         self.backtest_ = compute_backtest_summary(result.model, s.horizon_steps, s.quantile)
@@ -303,6 +319,7 @@ class TargetForecaster:
             upper_max=peak,
             model=self._describe_model(),
             horizon_seconds=steps * s.step_seconds,
+            floor=self.floor_,
         )
 
     def _describe_model(self) -> str:

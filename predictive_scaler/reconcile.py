@@ -153,6 +153,8 @@ class SignalReport:
     """Mean forecast at the horizon."""
     upper_at_horizon: float | None = None
     upper_max: float | None = None
+    floor: float | None = None
+    """The history floor the decision takes when above ``upper_max`` (None: off)."""
     """Calibrated upper bound of the window's peak: what the decision uses."""
     target_per_pod: float | None = None
     needed: int | None = None
@@ -551,6 +553,7 @@ class TargetReconciler:
             horizon_seconds=p.horizon_seconds,
             model=p.model,
             quantile=p.quantile,
+            floor_quantile=p.floor_quantile,
             seasons=p.seasons,
             history_seconds=p.history_seconds,
             refit_interval_seconds=p.refit_interval_seconds,
@@ -768,6 +771,7 @@ class TargetReconciler:
                 r.target_per_pod or 1.0,
                 r.problem,
                 r.partial if r.problem is None else None,
+                floor=r.floor if r.problem is None else None,
             )
             for r in reports
         ]
@@ -1166,6 +1170,7 @@ class TargetReconciler:
             mean=window.mean_at_horizon,
             upper_at_horizon=window.upper_at_horizon,
             upper_max=window.upper_max,
+            floor=window.floor,
             model=window.model,
             live_abs_error=float(np.mean(state.errors)) if state.errors else None,
             live_coverage=float(np.mean(state.covered)) if state.covered else None,
@@ -1275,7 +1280,7 @@ class TargetReconciler:
             if forecaster.model is not None:
                 forecaster.observe(new)
             return state.fit_problem
-        forecaster.adopt(result, age_points=age)
+        forecaster.adopt(result, age_points=age, history=window)
         state.fit_problem = None
         self.log.info(
             "forecast_refitted",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -226,3 +228,37 @@ def test_sweep_reports_every_baseline_and_keeps_the_default_runs() -> None:
     assert set(iso) == set(BASELINES)
     for figures in iso.values():
         assert figures.shortfall_minutes >= 0
+
+
+FLOORED = replace(LOOP, floor_quantile=0.5)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    demand=st.lists(st.floats(0, 9), min_size=N, max_size=N),
+    tail=st.lists(st.floats(0, 9), min_size=N, max_size=N),
+    cut=st.integers(17, N - 2),
+)
+def test_the_history_floor_never_reads_demand_after_its_step(
+    demand: list[float], tail: list[float], cut: int
+) -> None:
+    # With the history floor on, changing demand after `cut` leaves minReplicas up to `cut`
+    # unchanged: the floor at t is learned only from what Prometheus held by t.
+    changed = demand[: cut + 1] + tail[cut + 1 :]
+    a = simulate_demand(np.array(demand), 60.0, FLOORED).runs["predictive"]
+    b = simulate_demand(np.array(changed), 60.0, FLOORED).runs["predictive"]
+    np.testing.assert_array_equal(a.min_replicas[: cut + 1], b.min_replicas[: cut + 1])
+
+
+def test_the_history_floor_holds_pods_through_a_lull() -> None:
+    # 6 pods' worth for 30 steps, 30 steps of nothing, then 6 again. Without the floor the
+    # controller follows the lull down (after its 10-minute delay) and is short when demand
+    # returns; with the median of its history as a floor (6 at the first fit, step 32, and
+    # at the refit, step 62) it raises to ceil(6 / 0.5) = 12 (+4 a cycle), holds 12 through
+    # the lull and is never short.
+    d = np.array([6.0] * 30 + [0.0] * 30 + [6.0] * 10)
+    plain = simulate_demand(d, 60.0, LOOP).runs["predictive"]
+    floored = simulate_demand(d, 60.0, FLOORED).runs["predictive"]
+    assert plain.underprovisioned_minutes > 0
+    assert floored.underprovisioned_minutes == 0.0
+    assert list(floored.min_replicas[32:62]) == [5, 9] + [12] * 28

@@ -14,6 +14,7 @@ from predictive_scaler.decision import (
     DecisionPolicy,
     HpaLimits,
     SignalForecast,
+    compute_history_floor,
     compute_replicas_for,
     decide_min_replicas,
 )
@@ -292,3 +293,26 @@ def test_invariants(
     # Deterministic: same inputs, same answer.
     again = decide_min_replicas(signals, hpa, policy, history, NOW)
     assert again == decision
+
+
+# -- the history floor (issue 13: a floor learned from history under the forecast) -----
+
+
+def test_history_floor_raises_a_low_forecast_to_the_recent_level() -> None:
+    # The forecast asks for 2 pods (1.2 / 0.7); the history floor is 7 pods' worth: 10 pods.
+    signal = SignalForecast("kv_cache", 1.2, 0.7, floor=7.0)
+    d = decide_min_replicas([signal], HpaLimits(10, 40, 1), POLICY, SETTLED, NOW)
+    assert (d.min_replicas, d.needed) == (10, 10)
+    assert "history floor" in d.message
+    # Below the forecast the floor changes nothing.
+    signal = SignalForecast("kv_cache", 7.0, 0.7, floor=1.2)
+    d = decide_min_replicas([signal], HpaLimits(10, 40, 1), POLICY, SETTLED, NOW)
+    assert (d.min_replicas, d.needed) == (10, 10)
+    assert "history floor" not in d.message
+
+
+def test_history_floor_is_a_quantile_of_the_observed_history() -> None:
+    history = [float("nan"), 0.0, 1.0, 2.0, 3.0, 4.0]
+    assert compute_history_floor(history, 0.5) == 2.0
+    assert compute_history_floor(history, 0.0) is None  # off
+    assert compute_history_floor([float("nan")], 0.5) is None  # nothing observed
