@@ -41,3 +41,27 @@ def shared_trace(name: str) -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"shared trace {name} not in {SHARED_TRACES}")
     return path
+
+
+DEFAULTS_YAML = """\
+defaults:
+  interval: 5m
+  step: 5m
+  history: 1d
+  minHistory: 1h
+  warmup: 10m
+  model: persistence
+  seasons: []
+  refitInterval: 1h
+  scaleDownDelay: 10m
+  missingDataHold: 30m
+  staleAfter: 15m
+"""
+"""The ``defaults:`` block the loop's tests share: 5-minute steps, a day of history, the
+persistence model (fast, exact), a 10-minute warm-up and delay. A test appends its
+``targets:`` (see :func:`config_yaml`) instead of copying this block."""
+
+
+def config_yaml(targets: str) -> str:
+    """A configuration of :data:`DEFAULTS_YAML` and ``targets`` (the ``targets:`` block)."""
+    return DEFAULTS_YAML + targets

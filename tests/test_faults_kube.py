@@ -34,25 +34,14 @@ from predictive_scaler.reconcile import MANAGED_ANNOTATIONS, MAX_CONFLICT_RETRIE
 from predictive_scaler.runtime import Controller, RunOptions, run_controller
 from tests.chaos import HookedKube, PrometheusFaultProxy
 from tests.kube_double import KubeDouble, make_configmap, make_hpa, write_kubeconfig
-from tests.support import FakeClock
+from tests.support import FakeClock, config_yaml
 
 STEP = 300.0
 NS = "busy"
 HPA_PATH = f"/namespaces/{NS}/horizontalpodautoscalers/nim$"
 
-CONFIG = """
-defaults:
-  interval: 5m
-  step: 5m
-  history: 1d
-  minHistory: 1h
-  warmup: 10m
-  model: persistence
-  seasons: []
-  refitInterval: 1h
-  scaleDownDelay: 10m
-  missingDataHold: 30m
-  staleAfter: 15m
+CONFIG = config_yaml(
+    """\
 targets:
   - hpa: {namespace: busy, name: nim}
     signals:
@@ -60,6 +49,7 @@ targets:
         query: 'sum(gpu_cache_usage_perc{${matchers}})'
         hpaMetric: gpu_cache_usage_perc
 """
+)
 NO_TARGETS = CONFIG.split("targets:", maxsplit=1)[0] + "targets: []\n"
 
 

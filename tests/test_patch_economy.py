@@ -34,7 +34,7 @@ from predictive_scaler.reconcile import TargetReconciler
 from tests.kube_double import KubeDouble, make_hpa
 from tests.prom_fixtures import PrometheusFactory
 from tests.prom_harness import PrometheusServer, Series
-from tests.support import FakeClock
+from tests.support import FakeClock, config_yaml
 
 STEP = 300.0
 DATA_END = math.floor(time.time() / STEP) * STEP - STEP
@@ -42,19 +42,8 @@ CYCLES = 24
 # (per-pod KV-cache level of 2 pods, base minReplicas); noise 0.02 per pod.
 LEVELS = {"near": (0.33, 2), "hover": (0.66, 1), "steady": (0.1, 1)}
 
-CONFIG = """
-defaults:
-  interval: 5m
-  step: 5m
-  history: 1d
-  minHistory: 1h
-  warmup: 10m
-  model: persistence
-  seasons: []
-  refitInterval: 1h
-  scaleDownDelay: 10m
-  missingDataHold: 30m
-  staleAfter: 15m
+CONFIG = config_yaml(
+    """\
 targets:
   - hpa: {namespace: near, name: nim}
     signals:
@@ -70,6 +59,7 @@ targets:
       - {name: kv_cache, query: 'sum(gpu_cache_usage_perc{${matchers}})',
          hpaMetric: gpu_cache_usage_perc}
 """
+)
 
 
 def series() -> list[Series]:

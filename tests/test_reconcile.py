@@ -35,26 +35,15 @@ from predictive_scaler.runtime import Controller
 from tests.kube_double import KubeDouble, make_deployment, make_hpa
 from tests.prom_fixtures import PrometheusFactory
 from tests.prom_harness import PrometheusServer, Series, free_port
-from tests.support import FakeClock
+from tests.support import FakeClock, config_yaml
 
 STEP = 300.0
 DATA_END = math.floor(time.time() / STEP) * STEP - STEP
 STOPPED = DATA_END - 360.0
 """The last sample of the ``stops`` namespace."""
 
-CONFIG = """
-defaults:
-  interval: 5m
-  step: 5m
-  history: 1d
-  minHistory: 1h
-  warmup: 10m
-  model: persistence
-  seasons: []
-  refitInterval: 1h
-  scaleDownDelay: 10m
-  missingDataHold: 30m
-  staleAfter: 15m
+CONFIG = config_yaml(
+    """\
 targets:
   - hpa: {namespace: busy, name: nim}
     signals:
@@ -77,6 +66,7 @@ targets:
         query: 'sum(gpu_cache_usage_perc{${matchers}})'
         hpaMetric: gpu_cache_usage_perc
 """
+)
 
 
 VLLM_NAMES = {"vllm-old": "vllm:gpu_cache_usage_perc", "vllm-new": "vllm:kv_cache_usage_perc"}
