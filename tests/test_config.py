@@ -1177,3 +1177,16 @@ def test_targets_selecting_the_same_pods_are_flagged() -> None:
     assert "pods overlap: targets[0] selects the same pods" in str(caught.value)
     del data["targets"][1]
     assert len(parse_config_data(data).targets) == 4
+
+
+def test_floor_quantile_is_off_by_default_and_validated() -> None:
+    doc = "targets:\n  - hpa: {namespace: ns, name: a}\n"
+    assert parse_config(doc).targets[0].policy.floor_quantile == 0.0
+    on = parse_config("defaults:\n  floorQuantile: 0.75\n" + doc)
+    assert on.targets[0].policy.floor_quantile == 0.75
+    for bad in ("2", "-0.1", "true", "high"):
+        with pytest.raises(ConfigError) as caught:
+            parse_config(f"defaults:\n  floorQuantile: {bad}\n" + doc)
+        message = str(caught.value)
+        assert "defaults.floorQuantile: got " in message, message
+        assert "must be a number from 0 (off) to 0.99" in message, message
