@@ -169,9 +169,12 @@ class Model(ABC):
         train = series[: len(series) - cal]
         need = self._min_points(step_seconds)
         if len(train) < need:
+            # The hold-out grows with the history, so the shortest history that fits is not
+            # ``need + cal`` at this length (10 points asked for 15, and 15 then for 17).
+            shortest = shortest_history(need, self.horizon, step_seconds)
             raise InsufficientHistory(
-                f"{self.name}: needs {need + cal} points "
-                f"({_human(step_seconds * (need + cal))}), has {len(series)} "
+                f"{self.name}: needs {shortest} points "
+                f"({_human(step_seconds * shortest)}), has {len(series)} "
                 f"({_human(step_seconds * len(series))})"
             )
         self.step_seconds_ = step_seconds
@@ -276,6 +279,15 @@ def calibration_points(n: int, horizon: int, step_seconds: float) -> int:
     wanted = min(n // 4, two_days)
     floor = min(n // 2, horizon + 40)
     return max(wanted, floor, 1)
+
+
+def shortest_history(need: int, horizon: int, step_seconds: float) -> int:
+    """The fewest points whose part before the hold-out (:func:`calibration_points`) has
+    ``need`` points: what an ``InsufficientHistory`` message asks for."""
+    n = max(need, 1)
+    while n - calibration_points(n, horizon, step_seconds) < need:
+        n += 1
+    return n
 
 
 def _human(seconds: float) -> str:
