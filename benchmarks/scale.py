@@ -330,6 +330,7 @@ async def run_worker(args: argparse.Namespace) -> dict[str, Any]:
                     "refits": _fit_count(controller) - refits0,
                     "window": [began, ended],
                     "problems": sum(1 for r in reports for s in r.signals if s.problem),
+                    "problem_kinds": _problem_kinds(reports),
                     "errors": sum(1 for r in reports if r.error),
                     "decisions": {
                         r.target: [
@@ -359,6 +360,19 @@ async def run_worker(args: argparse.Namespace) -> dict[str, Any]:
         "workers_rss_mib": workers_hwm / 1024,
         "self_maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
+
+
+def _problem_kinds(reports: Any) -> dict[str, int]:
+    """Problems by their first words (``stale: newest sample is 65s old`` -> ``stale``)."""
+    kinds: dict[str, int] = {}
+    for report in reports:
+        texts = [s.problem for s in report.signals if s.problem]
+        if report.error:
+            texts.append(f"kube: {report.error}")
+        for text in texts:
+            kind = text.split(":")[0]
+            kinds[kind] = kinds.get(kind, 0) + 1
+    return kinds
 
 
 def _fit_count(controller: Any) -> int:

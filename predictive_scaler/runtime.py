@@ -36,6 +36,7 @@ from predictive_scaler.config import (
 )
 from predictive_scaler.config_watch import watch_config_map
 from predictive_scaler.delegated_auth import DelegatedAuth
+from predictive_scaler.dispatch import Dispatcher, TargetKey
 from predictive_scaler.external_metrics import ExternalMetricsServer, watch_certificate
 from predictive_scaler.informer import CachedHpaApi, HpaInformer, informer_scopes
 from predictive_scaler.kube import (
@@ -83,19 +84,16 @@ __all__ = [
 ]
 
 DEFAULT_CONCURRENCY: Final = 16
-PREFETCH_WAVE: Final = 200
-"""Due targets whose range queries are batched and held at once (bounds the memory of a
-first cycle, when each answer is a whole history)."""
 DEFAULT_FIT_TIMEOUT_SECONDS: Final = 300.0
 """Budget of one fit, from submission (a fit of 7 days at 1-minute steps takes seconds; the
 budget also covers the wait behind the other fits in flight)."""
-MAX_LOOP_SLEEP_SECONDS: Final = 5.0
-"""The loop wakes at least this often, so /healthz stays fresh and a stop is seen."""
+CYCLE_IO_ALLOWANCE_SECONDS: Final = 300.0
+"""A cycle's deadline is its fit's budget plus this, for its reads and writes (each
+Prometheus request is bounded at 2 x its timeout + 1 s, each API call by the client)."""
 
 Clock = Callable[[], datetime]
 Sleeper = Callable[[float], Awaitable[None]]
 _FitT = TypeVar("_FitT")
-TargetKey = tuple[str, str]
 
 log = get_logger()
 
@@ -356,6 +354,7 @@ class Controller:
         shard: Shard | None = None,
         batch_queries: bool = True,
         hpa_informer: HpaInformer | None = None,
+        cycle_deadline_seconds: float = DEFAULT_FIT_TIMEOUT_SECONDS + CYCLE_IO_ALLOWANCE_SECONDS,
     ) -> None:
         self.kube = kube
         self.hpa_informer = hpa_informer
@@ -377,14 +376,24 @@ class Controller:
         self.orphan_sweep = OrphanSweep(
             kube, self.pending_restores, clock=clock, cache=hpa_informer
         )
-        self.next_due: dict[TargetKey, datetime] = {}
         self.last_reports: dict[TargetKey, CycleReport] = {}
         self._sources = _SourceSwitch(prometheus_url)
-        self._semaphore = asyncio.Semaphore(max_concurrency)
-        self.shard = shard or Shard()
-        """The targets this controller owns (all of them with one shard)."""
         self.batch_queries = batch_queries
         """Answer targets whose queries share a shape with batched queries."""
+        self.dispatcher = Dispatcher(
+            self._run_target,
+            self._interval_of,
+            clock=clock,
+            prefetch=self._prefetch if batch_queries else None,
+            max_concurrency=max_concurrency,
+            deadline_seconds=cycle_deadline_seconds,
+            on_deadline=self._deadline_exceeded,
+        )
+        """The work queue of target cycles (:mod:`predictive_scaler.dispatch`)."""
+        self.health.add_check("work_queue", self.dispatcher.problem)
+        self._restoring: asyncio.Task[None] | None = None
+        self.shard = shard or Shard()
+        """The targets this controller owns (all of them with one shard)."""
         self.queries_batched = 0
         """Batched range queries made so far."""
         self._lease_valid_until: datetime | None = None
@@ -512,7 +521,7 @@ class Controller:
         for key, old in list(self.reconcilers.items()):
             if key not in wanted:
                 del self.reconcilers[key]
-                self.next_due.pop(key, None)
+                self.dispatcher.discard(key)
                 self.last_reports.pop(key, None)
                 self.metrics.remove_target(old.target.id)
                 if owns(*key):  # another shard's target is that shard's to manage
@@ -537,7 +546,8 @@ class Controller:
                 if current.target.id != target.id:
                     self.metrics.remove_target(current.target.id)
             self.reconcilers[key] = fresh
-            self.next_due.setdefault(key, self.clock())
+            if key not in self.dispatcher.queue:  # a rebuilt target keeps its due time
+                self.dispatcher.schedule(key, self.clock())
         self.config = config
         if self.hpa_informer is not None:
             # Every target's namespace, disabled ones too (their restore reads the HPA).
@@ -567,45 +577,44 @@ class Controller:
     # ------------------------------------------------------------------ cycles
 
     async def run_due(self, *, force: bool = False) -> list[CycleReport]:
-        """Run every target whose interval has passed (all with ``force``) concurrently,
-        bounded by the semaphore; then retry pending restores. Never raises for a target."""
-        now = self.clock()
-        due = [
-            (key, reconciler)
-            for key, reconciler in self.reconcilers.items()
-            if force or self.next_due.get(key, now) <= now
-        ]
-        for key, reconciler in due:
-            interval = timedelta(seconds=reconciler.policy.interval_seconds)
-            self.next_due[key] = max(self.next_due.get(key, now) + interval, now)
-        batch = self.batch_queries and len(due) > 1
-        wave = PREFETCH_WAVE if batch else max(len(due), 1)
-        tasks: list[asyncio.Task[CycleReport | None]] = []
-        previous: list[asyncio.Task[CycleReport | None]] = []
-        for first in range(0, len(due), wave):
-            part = due[first : first + wave]
-            if batch:
-                await self._prefetch([rec for _key, rec in part], now)
-            started = [
-                asyncio.create_task(self._guarded_cycle(key, rec), name=f"cycle:{rec.target.id}")
-                for key, rec in part
-            ]
-            # At most two waves of prefetched answers are held (a first fetch is the whole
-            # history): the next wave is fetched once the one before this has finished.
-            if previous:
-                await asyncio.wait(previous)
-            previous = started
-            tasks += started
-        reports = [r for r in await asyncio.gather(*tasks) if r is not None]
+        """Run every target due now (all with ``force``) through the work queue, wait for
+        their cycles, then retry pending restores: the step tests and benchmarks drive (the
+        process runs :meth:`serve`). Never raises for a target."""
+        reports = await self.dispatcher.run_due(force=force)
         await self.restore_pending()
-        if due:
-            self.health.first_cycle_done = True
         return reports
 
-    async def _prefetch(self, due: Sequence[TargetReconciler], now: datetime) -> None:
+    async def serve(self, stop: asyncio.Event, sleeper: Sleeper) -> None:
+        """The process loop until ``stop``: targets run as they come due, each on its own
+        (:class:`~predictive_scaler.dispatch.Dispatcher`); ``/healthz`` is ticked on every
+        wake; pending restores run beside the cycles."""
+        await self.dispatcher.serve(stop, sleeper, self.health.tick, self._restore_beside)
+        if self._restoring is not None and not self._restoring.done():
+            self._restoring.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._restoring
+
+    def _restore_beside(self) -> None:
+        if self._restoring is None or self._restoring.done():
+            self._restoring = asyncio.create_task(self._guarded_restore(), name="restores")
+
+    async def _guarded_restore(self) -> None:
+        try:
+            await self.restore_pending()
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            log.exception("restore_failed", error=str(error))
+
+    async def _prefetch(self, keys: Sequence[TargetKey], now: datetime) -> None:
         """One batched range query for many due targets whose queries share a shape; each
         keeps its own query when this fails unexpectedly."""
-        plans = [plan for rec in due for plan in rec.plan_fetches(now)]
+        plans = [
+            plan
+            for key in keys
+            if (rec := self.reconcilers.get(key)) is not None
+            for plan in rec.plan_fetches(now)
+        ]
         if not plans:
             return
         try:
@@ -613,30 +622,37 @@ class Controller:
         except asyncio.CancelledError:
             raise
         except Exception as error:
-            log.exception("prefetch_failed", targets=len(due), error=str(error))
+            log.exception("prefetch_failed", targets=len(keys), error=str(error))
 
     def seconds_until_due(self) -> float:
-        if not self.next_due:
-            return MAX_LOOP_SLEEP_SECONDS
-        wait = (min(self.next_due.values()) - self.clock()).total_seconds()
-        return min(max(wait, 0.0), MAX_LOOP_SLEEP_SECONDS)
+        return self.dispatcher.seconds_until_due()
 
-    async def _guarded_cycle(
-        self, key: TargetKey, reconciler: TargetReconciler
-    ) -> CycleReport | None:
+    def _interval_of(self, key: TargetKey) -> float | None:
+        reconciler = self.reconcilers.get(key)
+        return None if reconciler is None else reconciler.policy.interval_seconds
+
+    def _deadline_exceeded(self, key: TargetKey) -> None:
+        reconciler = self.reconcilers.get(key)
+        if reconciler is not None:
+            self.metrics.count_cycle_error(reconciler.target.id, "deadline")
+
+    async def _run_target(self, key: TargetKey) -> CycleReport | None:
+        reconciler = self.reconcilers.get(key)
+        if reconciler is None:
+            return None  # removed while queued
         target = reconciler.target
-        async with self._semaphore:
-            started = time.perf_counter()
-            try:
-                report = await reconciler.reconcile()
-            except asyncio.CancelledError:
-                raise
-            except Exception as error:
-                log.exception("cycle_failed", target=target.id, error=str(error))
-                self.metrics.count_cycle_error(target.id, "internal")
-                return None
-            finally:
-                self.metrics.cycle_duration.observe(time.perf_counter() - started)
+        started = time.perf_counter()
+        try:
+            report = await reconciler.reconcile()
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            log.exception("cycle_failed", target=target.id, error=str(error))
+            self.metrics.count_cycle_error(target.id, "internal")
+            return None
+        finally:
+            self.metrics.cycle_duration.observe(time.perf_counter() - started)
+            self.health.first_cycle_done = True
         if self.reconcilers.get(key) is not reconciler:
             return report  # removed or replaced while running: publish nothing stale
         self.last_reports[key] = report
@@ -850,6 +866,7 @@ async def run_controller(
         fit_runner=fit_runner,
         shard=shard,
         hpa_informer=HpaInformer(kube, sleep=sleeper),
+        cycle_deadline_seconds=options.fit_timeout_seconds + CYCLE_IO_ALLOWANCE_SECONDS,
     )
     supervisor = _Supervisor()
     runner = None
@@ -929,10 +946,7 @@ async def run_controller(
         )
         if on_started is not None:
             on_started(controller)
-        while not stop.is_set():
-            health.tick()
-            await controller.run_due()
-            await _sleep_or_stop(sleeper, controller.seconds_until_due(), stop)
+        await controller.serve(stop, sleeper)
         log.info("controller_stopping", restore_on_exit=options.restore_on_exit)
         await supervisor.stop()
         if options.restore_on_exit:

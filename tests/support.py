@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any, Protocol
 
 
 class FakeClock:
@@ -65,3 +66,48 @@ persistence model (fast, exact), a 10-minute warm-up and delay. A test appends i
 def config_yaml(targets: str) -> str:
     """A configuration of :data:`DEFAULTS_YAML` and ``targets`` (the ``targets:`` block)."""
     return DEFAULTS_YAML + targets
+
+
+class Busy(Protocol):
+    def busy(self) -> bool: ...
+
+
+class QuiescentSleeper:
+    """The fake ``sleeper`` of a whole ``run_controller``: fake time moves only while no
+    target cycle is running.
+
+    The process runs its cycles beside its other tasks (lease, config watch, informer), and
+    each of them sleeps through this. Were every sleep to move the shared clock at once,
+    those tasks would age the data by minutes of fake time while one cycle's fit takes a
+    real second, and a forecast could go stale between two reads of a test. Holding the
+    clock until the cycles are done makes a cycle take no fake time, whatever the machine's
+    load. Give it the controller's dispatcher (``on_started``) to watch.
+    """
+
+    def __init__(self, clock: FakeClock, pause_seconds: float = 0.002) -> None:
+        self.clock = clock
+        self.pause_seconds = pause_seconds
+        self.watched: list[Busy] = []
+        self.frozen = False
+        """Set by a test that reads several things that must agree: time stops."""
+
+    def watch(self, dispatcher: Busy) -> None:
+        self.watched.append(dispatcher)
+
+    async def __call__(self, seconds: float) -> None:
+        while any(d.busy() for d in self.watched):  # noqa: ASYNC110
+            await asyncio.sleep(0.005)
+        if self.frozen:
+            await asyncio.sleep(0.01)
+            return
+        self.clock.advance(seconds)
+        await asyncio.sleep(self.pause_seconds)  # let the other tasks run
+
+    def collect(self, started: list[Any]) -> Callable[[Any], None]:
+        """An ``on_started`` that appends the controller to ``started`` and watches it."""
+
+        def on_started(controller: Any) -> None:
+            started.append(controller)
+            self.watch(controller.dispatcher)
+
+        return on_started

@@ -34,7 +34,7 @@ from predictive_scaler.reconcile import MANAGED_ANNOTATIONS, MAX_CONFLICT_RETRIE
 from predictive_scaler.runtime import Controller, RunOptions, run_controller
 from tests.chaos import HookedKube, PrometheusFaultProxy
 from tests.kube_double import KubeDouble, make_configmap, make_hpa, write_kubeconfig
-from tests.support import FakeClock, config_yaml
+from tests.support import FakeClock, QuiescentSleeper, config_yaml
 
 STEP = 300.0
 NS = "busy"
@@ -521,10 +521,11 @@ async def test_process_survives_dropped_watches_and_honours_retry_after(
     kube_server.put_object(make_hpa(NS, "nim", 1, 10))
     slept: list[float] = []
 
+    quiescent = QuiescentSleeper(clock)
+
     async def sleeper(seconds: float) -> None:
         slept.append(seconds)
-        clock.advance(seconds)
-        await asyncio.sleep(0.002)
+        await quiescent(seconds)
 
     started: list[Controller] = []
     options = RunOptions(
@@ -545,7 +546,7 @@ async def test_process_survives_dropped_watches_and_honours_retry_after(
             sleeper=sleeper,
             stop=stop,
             install_signal_handlers=False,
-            on_started=started.append,
+            on_started=quiescent.collect(started),
         )
     )
     try:

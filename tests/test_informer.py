@@ -34,7 +34,7 @@ from tests.kube_double import (
 from tests.kube_double.rbac import RequestRecord
 from tests.prom_fixtures import PrometheusFactory
 from tests.prom_harness import PrometheusServer
-from tests.support import FakeClock, eventually
+from tests.support import FakeClock, QuiescentSleeper, eventually
 from tests.test_reconcile import CONFIG, DATA_END, flat_series, hpa, min_replicas
 
 HPA = "horizontalpodautoscalers"
@@ -91,9 +91,7 @@ async def test_steady_cycles_read_hpas_from_the_watch_not_by_get(
     kube_server.put_object(make_hpa("busy", "nim", 1, 10))
     kube_server.put_object(make_hpa("idle", "nim", 1, 10))
 
-    async def sleeper(seconds: float) -> None:
-        clock.advance(seconds)
-        await asyncio.sleep(0.002)
+    sleeper = QuiescentSleeper(clock)
 
     started: list[Controller] = []
     options = RunOptions(
@@ -105,7 +103,7 @@ async def test_steady_cycles_read_hpas_from_the_watch_not_by_get(
         identity="me",
     )
     task = asyncio.create_task(
-        run_controller(options, clock=clock, sleeper=sleeper, on_started=started.append)
+        run_controller(options, clock=clock, sleeper=sleeper, on_started=sleeper.collect(started))
     )
 
     def cycled_since(moment: datetime, cycles: int) -> bool:

@@ -21,7 +21,7 @@ from predictive_scaler.runtime import Controller, RunOptions, run_controller
 from tests.kube_double import KubeDouble, make_configmap, make_hpa, write_kubeconfig
 from tests.prom_fixtures import PrometheusFactory
 from tests.prom_harness import PrometheusServer
-from tests.support import FakeClock, eventually
+from tests.support import FakeClock, QuiescentSleeper, eventually
 from tests.test_reconcile import CONFIG, DATA_END, flat_series, min_replicas
 
 BUSY_ONLY = CONFIG.split("  - hpa: {namespace: idle")[0]
@@ -65,9 +65,7 @@ async def _run_once(
     kube_server.put_object(make_hpa("busy", "nim", 2, 10))
     clock = FakeClock(datetime.fromtimestamp(DATA_END + 60, UTC))
 
-    async def sleeper(seconds: float) -> None:
-        clock.advance(seconds)
-        await asyncio.sleep(0.002)
+    sleeper = QuiescentSleeper(clock)
 
     started: list[Controller] = []
     stop = asyncio.Event()
@@ -87,7 +85,7 @@ async def _run_once(
             sleeper=sleeper,
             stop=stop,
             install_signal_handlers=False,
-            on_started=started.append,
+            on_started=sleeper.collect(started),
         )
     )
     try:

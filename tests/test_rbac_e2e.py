@@ -136,7 +136,10 @@ class Run:
         """Tasks that sleep between steps: the main loop and the Lease renewal."""
 
     async def settle(self) -> None:
-        await eventually(lambda: self.clock.sleeping >= self.tasks)
+        # The loop sleeps while its cycles run beside it: a step ends when they are done too.
+        await eventually(
+            lambda: self.clock.sleeping >= self.tasks and not self.controller.dispatcher.busy()
+        )
 
     async def until(self, predicate: Callable[[], bool], max_seconds: float = 600.0) -> None:
         """Step through virtual time (each step runs to its next sleep) until ``predicate``."""

@@ -21,7 +21,7 @@ from predictive_scaler.runtime import Controller, RunOptions, run_controller
 from tests.kube_double import KubeDouble, make_configmap, make_hpa, write_kubeconfig
 from tests.prom_fixtures import PrometheusFactory
 from tests.prom_harness import PrometheusServer
-from tests.support import FakeClock, eventually
+from tests.support import FakeClock, QuiescentSleeper, eventually
 from tests.test_reconcile import CONFIG, DATA_END, flat_series, hpa, min_replicas
 
 BUSY_ONLY = CONFIG.split("  - hpa: {namespace: idle")[0]
@@ -105,9 +105,7 @@ async def test_run_reloads_config_map_serves_metrics_and_restores_on_sigterm(
     kube_server.put_object(make_configmap("ops", "scaler", {"config.yaml": BUSY_ONLY}))
     kube_server.put_object(make_hpa("busy", "nim", 2, 10))
 
-    async def sleeper(seconds: float) -> None:
-        clock.advance(seconds)
-        await asyncio.sleep(0.002)  # let the other tasks run; fake time does the rest
+    sleeper = QuiescentSleeper(clock)
 
     started: list[Controller] = []
     options = RunOptions(
@@ -120,7 +118,7 @@ async def test_run_reloads_config_map_serves_metrics_and_restores_on_sigterm(
         identity="me",
     )
     task = asyncio.create_task(
-        run_controller(options, clock=clock, sleeper=sleeper, on_started=started.append)
+        run_controller(options, clock=clock, sleeper=sleeper, on_started=sleeper.collect(started))
     )
     try:
         await eventually(lambda: bool(started) or task.done())
