@@ -39,7 +39,7 @@ from tests.deploy_support import find_object, render
 from tests.kube_double import KubeDouble, make_hpa, write_kubeconfig
 from tests.prom_fixtures import PrometheusFactory
 from tests.prom_harness import PrometheusServer
-from tests.support import FakeClock, eventually
+from tests.support import FakeClock, QuiescentSleeper, eventually
 from tests.test_reconcile import CONFIG, DATA_END, flat_series
 
 SERVICE_DNS = "predictive-scaler.predictive-scaler.svc"
@@ -496,6 +496,10 @@ def prometheus(prometheus_factory: PrometheusFactory) -> PrometheusServer:
     return prometheus_factory(flat_series())
 
 
+NAMESPACES = ("busy", "idle", "halved", "empty")
+"""The namespaces of CONFIG's targets (test_reconcile), each with its HPA here."""
+
+
 def _overlay_args() -> list[str]:
     """The container args of the external-metrics overlay's Deployment."""
     deployment = find_object(render("external-metrics"), "Deployment", "predictive-scaler")
@@ -514,11 +518,6 @@ def _gauge_lines(text: str, name: str) -> dict[frozenset[tuple[str, str]], float
     return values
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="flaky since before 96c7110 (3 of 5 runs alone): the fake sleeper advances one "
-    "shared clock from every background task; see the closing note of 2026-12-07",
-)
 async def test_the_controller_serves_its_forecast(
     kube_server: KubeDouble,
     prometheus: PrometheusServer,
@@ -531,7 +530,7 @@ async def test_the_controller_serves_its_forecast(
     kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", kube_server.url, kube_server.token)
     config = tmp_path / "config.yaml"
     config.write_text(CONFIG)
-    for namespace in ("busy", "idle", "empty"):
+    for namespace in NAMESPACES:
         kube_server.put_object(make_hpa(namespace, "nim", 1, 10))
     allow_reader(kube_server)
     # The overlay's own flags, with this test's port and files.
@@ -557,9 +556,7 @@ async def test_the_controller_serves_its_forecast(
     )
     clock = FakeClock(dt.datetime.fromtimestamp(DATA_END + 60, dt.UTC))
 
-    async def sleeper(seconds: float) -> None:
-        clock.advance(seconds)
-        await asyncio.sleep(0.002)
+    sleeper = QuiescentSleeper(clock)
 
     started: list[Controller] = []
     stop = asyncio.Event()
@@ -570,14 +567,18 @@ async def test_the_controller_serves_its_forecast(
             sleeper=sleeper,
             stop=stop,
             install_signal_handlers=False,
-            on_started=started.append,
+            on_started=sleeper.collect(started),
         )
     )
     try:
         await eventually(lambda: bool(started) or task.done())
         assert started, task
         controller = started[0]
-        await eventually(lambda: len(controller.last_reports) == 3)
+        # Every target decided once, then time stops: /metrics and the API are read apart,
+        # and a cycle in between must not age a forecast past its freshness.
+        await eventually(lambda: len(controller.last_reports) == len(NAMESPACES))
+        sleeper.frozen = True
+        await eventually(lambda: not controller.dispatcher.busy())
         assert controller.external_metrics_port is not None
         async with aiohttp.ClientSession() as session:
             async with session.get(f"http://127.0.0.1:{controller.metrics_port}/metrics") as r:
@@ -586,7 +587,7 @@ async def test_the_controller_serves_its_forecast(
             for metric in METRIC_NAMES:
                 on_metrics = _gauge_lines(exposition, metric)
                 served: dict[frozenset[tuple[str, str]], str] = {}
-                for namespace in ("busy", "idle", "empty"):
+                for namespace in NAMESPACES:
                     status, body = await https.get(
                         f"{BASE}/namespaces/{namespace}/{metric}", labelSelector="hpa=nim"
                     )
