@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence, Set
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Final
@@ -37,6 +37,7 @@ __all__ = [
     "WAVE_SIZE",
     "Dispatcher",
     "TargetKey",
+    "sleep_or_stop",
 ]
 
 TargetKey = tuple[str, str]
@@ -93,8 +94,6 @@ class Dispatcher:
         self._waves: set[asyncio.Task[None]] = set()
         self._cycles: set[asyncio.Task[CycleReport | None]] = set()
         self._running_since: dict[TargetKey, float] = {}
-        self.cycles_started = 0
-        self.cycles_completed = 0
         self.deadlines_exceeded = 0
 
     # ------------------------------------------------------------------ the queue
@@ -172,7 +171,6 @@ class Dispatcher:
         try:
             async with self._semaphore:
                 on_started()
-                self.cycles_started += 1
                 self._running_since[key] = self.monotonic()
                 try:
                     async with asyncio.timeout(self.deadline_seconds) as budget:
@@ -190,7 +188,6 @@ class Dispatcher:
                         self.on_deadline(key)
                 finally:
                     self._running_since.pop(key, None)
-                    self.cycles_completed += 1
         finally:
             interval = self.interval_of(key)
             later = None
@@ -232,7 +229,7 @@ class Dispatcher:
             self.start_due()
             if between is not None:
                 between()
-            await _sleep_until(sleeper, self.seconds_until_due(), stop, set(self._waves))
+            await sleep_or_stop(sleeper, self.seconds_until_due(), stop, wake=set(self._waves))
         await self.aclose()
 
     async def aclose(self) -> None:
@@ -259,10 +256,6 @@ class Dispatcher:
             )
         return None
 
-    def in_flight(self) -> int:
-        """Cycles started and not yet ended."""
-        return len(self._cycles)
-
     def busy(self) -> bool:
         """A wave is prefetching or a cycle is running."""
         return bool(self._waves or self._cycles)
@@ -275,11 +268,15 @@ class _Wave:
     cycles: list[asyncio.Task[CycleReport | None]]
 
 
-async def _sleep_until(
-    sleeper: Sleeper, seconds: float, stop: asyncio.Event, wake: set[asyncio.Task[None]]
+async def sleep_or_stop(
+    sleeper: Sleeper,
+    seconds: float,
+    stop: asyncio.Event,
+    *,
+    wake: Set[asyncio.Task[None]] = frozenset(),
 ) -> None:
     """Sleep with the injected sleeper; wake early on ``stop`` or when a task of ``wake``
-    ends (a wave freed its place)."""
+    ends (for the loop: a wave freed its place)."""
     if stop.is_set():
         return
     sleeping = asyncio.ensure_future(sleeper(seconds))

@@ -36,7 +36,7 @@ from predictive_scaler.config import (
 )
 from predictive_scaler.config_watch import watch_config_map
 from predictive_scaler.delegated_auth import DelegatedAuth
-from predictive_scaler.dispatch import Dispatcher, TargetKey
+from predictive_scaler.dispatch import Dispatcher, TargetKey, sleep_or_stop
 from predictive_scaler.external_metrics import ExternalMetricsServer, watch_certificate
 from predictive_scaler.informer import CachedHpaApi, HpaInformer, informer_scopes
 from predictive_scaler.kube import (
@@ -615,17 +615,8 @@ class Controller:
             if (rec := self.reconcilers.get(key)) is not None
             for plan in rec.plan_fetches(now)
         ]
-        if not plans:
-            return
-        try:
+        if plans:  # a failure is the dispatcher's to log: each target then queries alone
             self.queries_batched += await prefetch_batched(plans, self._sources)
-        except asyncio.CancelledError:
-            raise
-        except Exception as error:
-            log.exception("prefetch_failed", targets=len(keys), error=str(error))
-
-    def seconds_until_due(self) -> float:
-        return self.dispatcher.seconds_until_due()
 
     def _interval_of(self, key: TargetKey) -> float | None:
         reconciler = self.reconcilers.get(key)
@@ -776,22 +767,6 @@ class _Supervisor:
         for task in self.tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-
-
-async def _sleep_or_stop(sleeper: Sleeper, seconds: float, stop: asyncio.Event) -> None:
-    """Sleep with the injected sleeper, waking early when ``stop`` is set."""
-    if stop.is_set():
-        return
-    sleeping = asyncio.ensure_future(sleeper(seconds))
-    stopping = asyncio.ensure_future(stop.wait())
-    try:
-        await asyncio.wait({sleeping, stopping}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for future in (sleeping, stopping):
-            if not future.done():
-                future.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await future
 
 
 async def run_controller(
@@ -987,7 +962,7 @@ async def _renew_lease(controller: Controller, sleeper: Sleeper, stop: asyncio.E
     elector = controller.elector
     assert elector is not None
     while not stop.is_set():
-        await _sleep_or_stop(sleeper, elector.renew_period_seconds, stop)
+        await sleep_or_stop(sleeper, elector.renew_period_seconds, stop)
         if stop.is_set():
             return
         try:
@@ -1005,7 +980,7 @@ async def _poll_config_file(
     assert path is not None
     seen = _mtime(path)
     while not stop.is_set():
-        await _sleep_or_stop(sleeper, options.config_poll_seconds, stop)
+        await sleep_or_stop(sleeper, options.config_poll_seconds, stop)
         current = _mtime(path)
         if current != seen:
             seen = current

@@ -33,8 +33,8 @@ class WorkQueue(Generic[K]):
         self._heap: list[tuple[datetime, int, K]] = []
         self._due: dict[K, datetime] = {}
         """The live due time of each queued key; heap entries that disagree are stale."""
-        self._active: dict[K, datetime] = {}
-        """Keys in flight, with the time they were handed out."""
+        self._active: set[K] = set()
+        """Keys in flight."""
         self._again: dict[K, datetime] = {}
         """Keys added while in flight: queued at this time once done."""
         self._known: set[K] = set()
@@ -73,13 +73,13 @@ class WorkQueue(Generic[K]):
                 break
             heapq.heappop(self._heap)
             del self._due[key]
-            self._active[key] = now
+            self._active.add(key)
             out.append((key, due))
         return out
 
     def done(self, key: K, next_due: datetime | None) -> None:
         """``key``'s work ended; queue it for ``next_due`` (or for an earlier re-add)."""
-        self._active.pop(key, None)
+        self._active.discard(key)
         again = self._again.pop(key, None)
         if key not in self._known:
             return
@@ -99,10 +99,6 @@ class WorkQueue(Generic[K]):
     def due_time(self, key: K) -> datetime | None:
         """When ``key`` is queued for (or re-queued for, while in flight)."""
         return self._due.get(key, self._again.get(key))
-
-    def in_flight(self) -> dict[K, datetime]:
-        """Keys being worked on and since when they were handed out."""
-        return dict(self._active)
 
     def is_active(self, key: K) -> bool:
         return key in self._active
