@@ -753,13 +753,14 @@ def run_status_command(args: argparse.Namespace) -> int:
     import asyncio
     from datetime import UTC, datetime
 
-    from predictive_scaler.kube import KubeApiError, KubeClient, load_api_client
+    from predictive_scaler.kube import KubeClient, load_api_client
     from predictive_scaler.status import (
         compute_rows,
         fetch_managed_hpas,
         format_json,
         format_table,
     )
+    from predictive_scaler.values import KubeApiError
 
     async def read() -> list[Any]:
         api_client = await load_api_client(args.kubeconfig, args.context)

@@ -18,8 +18,9 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Final, Protocol
 
-from predictive_scaler.kube import ConfigMapEvent, KubeApiError, KubeClient
+from predictive_scaler.kube import KubeClient
 from predictive_scaler.logs import get_logger
+from predictive_scaler.values import ConfigMapEvent, KubeApiError
 
 __all__ = ["CONFIG_WATCH_BACKOFF_SECONDS", "restart_reason", "watch_config_map"]
 

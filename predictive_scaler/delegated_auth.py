@@ -31,7 +31,6 @@ from typing import Any, Final, Protocol
 
 from aiohttp import web
 
-from predictive_scaler.kube import KubeApiError, NotFoundError
 from predictive_scaler.logs import get_logger
 from predictive_scaler.request_auth import (
     AUTHENTICATION_CONFIGMAP,
@@ -46,6 +45,7 @@ from predictive_scaler.request_auth import (
     status_body,
     user_from_token_review,
 )
+from predictive_scaler.values import KubeApiError, NotFoundError
 
 __all__ = [
     "ALWAYS_ALLOW_PATHS",

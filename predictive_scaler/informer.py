@@ -31,9 +31,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Final, Literal, Protocol
 
-from predictive_scaler.kube import (
-    DEFAULT_WATCH_BACKOFF_SECONDS,
-    DEFAULT_WATCH_TIMEOUT_SECONDS,
+from predictive_scaler.kube import DEFAULT_WATCH_BACKOFF_SECONDS, DEFAULT_WATCH_TIMEOUT_SECONDS
+from predictive_scaler.logs import Logger, get_logger
+from predictive_scaler.ports import HpaApi
+from predictive_scaler.values import (
     ConflictError,
     HpaList,
     HpaSnapshot,
@@ -41,8 +42,6 @@ from predictive_scaler.kube import (
     KubeApiError,
     ObjectRef,
 )
-from predictive_scaler.logs import Logger, get_logger
-from predictive_scaler.ports import HpaApi
 
 __all__ = [
     "ALL_NAMESPACES",

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from predictive_scaler.kube import ConflictError, KubeApiError, NotFoundError, utc_now
+from predictive_scaler.kube import utc_now
+from predictive_scaler.values import ConflictError, KubeApiError, NotFoundError
 
 __all__ = ["LeaderElector", "LeaseApi", "LeaseRecord"]
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
-    from predictive_scaler.kube import HpaSnapshot
+    from predictive_scaler.values import HpaSnapshot
 
 __all__ = [
     "KEDA_GROUP",

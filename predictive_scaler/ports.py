@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Literal, Protocol
 
-from predictive_scaler.kube import HpaSnapshot, ObjectRef
+from predictive_scaler.values import HpaSnapshot, ObjectRef
 
 __all__ = ["HpaApi"]
 

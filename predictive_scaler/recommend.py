@@ -29,7 +29,7 @@ from typing import Any, Final, TextIO
 
 from predictive_scaler.config import Config, ConfigError, format_duration, load_config_file
 from predictive_scaler.config import parse_config as _parse_config
-from predictive_scaler.kube import KubeApiError, KubeClient, KubeUnavailableError, load_api_client
+from predictive_scaler.kube import KubeClient, load_api_client
 from predictive_scaler.logs import configure_logging
 from predictive_scaler.prometheus import (
     PrometheusError,
@@ -40,6 +40,7 @@ from predictive_scaler.prometheus import (
 )
 from predictive_scaler.reconcile import CycleReport, SignalReport, TargetReconciler
 from predictive_scaler.settings import CONFIG_KEY, parse_config_map_ref, prometheus_settings
+from predictive_scaler.values import KubeApiError, KubeUnavailableError
 
 __all__ = ["RecommendError", "RecommendOptions", "format_table", "recommend", "report_to_json"]
 

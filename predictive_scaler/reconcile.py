@@ -27,7 +27,13 @@ import numpy.typing as npt
 from models import FitResult, InsufficientHistory, InvalidSeries
 from models.series import mask_ranges
 from predictive_scaler.annotations import (
+    ANNOTATION_APPLIED_MIN_REPLICAS,
+    ANNOTATION_BASE_MIN_REPLICAS,
+    ANNOTATION_LAST_FORECAST,
+    ANNOTATION_MODEL,
+    ANNOTATION_REASON,
     ANNOTATION_STATE,
+    ANNOTATION_UPDATED_AT,
     MANAGED_ANNOTATIONS,
     ClockState,
     StateError,
@@ -57,17 +63,6 @@ from predictive_scaler.forecasting import (
     refit_offset,
     steps_for,
 )
-from predictive_scaler.kube import (
-    ANNOTATION_APPLIED_MIN_REPLICAS,
-    ANNOTATION_BASE_MIN_REPLICAS,
-    ANNOTATION_LAST_FORECAST,
-    ANNOTATION_MODEL,
-    ANNOTATION_REASON,
-    ANNOTATION_UPDATED_AT,
-    ConflictError,
-    HpaSnapshot,
-    KubeApiError,
-)
 from predictive_scaler.logs import Logger, get_logger
 from predictive_scaler.ownership import ForeignOwner, find_foreign_owner
 from predictive_scaler.ports import HpaApi
@@ -83,6 +78,7 @@ from predictive_scaler.prometheus import (
     render_query,
     reporting_pods_template,
 )
+from predictive_scaler.values import ConflictError, HpaSnapshot, KubeApiError
 
 __all__ = [
     "DEFAULT_BATCH_SAMPLES",

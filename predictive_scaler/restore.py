@@ -23,12 +23,6 @@ from datetime import datetime, timedelta
 from typing import Final, Literal, Protocol
 
 from predictive_scaler.config import Config
-from predictive_scaler.kube import (
-    ConflictError,
-    ForbiddenError,
-    HpaSnapshot,
-    KubeApiError,
-)
 from predictive_scaler.logs import get_logger
 from predictive_scaler.ownership import find_foreign_owner
 from predictive_scaler.reconcile import (
@@ -38,6 +32,7 @@ from predictive_scaler.reconcile import (
     HpaApi,
     determine_base,
 )
+from predictive_scaler.values import ConflictError, ForbiddenError, HpaSnapshot, KubeApiError
 
 __all__ = [
     "RESTORE_BACKOFF_SECONDS",

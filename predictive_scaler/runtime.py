@@ -39,13 +39,7 @@ from predictive_scaler.delegated_auth import DelegatedAuth
 from predictive_scaler.dispatch import Dispatcher, TargetKey, sleep_or_stop
 from predictive_scaler.external_metrics import ExternalMetricsServer, watch_certificate
 from predictive_scaler.informer import CachedHpaApi, HpaInformer, informer_scopes
-from predictive_scaler.kube import (
-    ConfigMapEvent,
-    KubeApiError,
-    KubeClient,
-    ObjectRef,
-    load_api_client,
-)
+from predictive_scaler.kube import KubeClient, load_api_client
 from predictive_scaler.leader import LeaderElector
 from predictive_scaler.logs import LogFormat, configure_logging, get_logger
 from predictive_scaler.prometheus import (
@@ -73,6 +67,7 @@ from predictive_scaler.reconcile import (
 from predictive_scaler.restore import OrphanSweep, RestoreQueue
 from predictive_scaler.settings import CONFIG_KEY, parse_config_map_ref, prometheus_settings
 from predictive_scaler.sharding import Shard, lease_name_for
+from predictive_scaler.values import ConfigMapEvent, KubeApiError, ObjectRef
 
 __all__ = [
     "Controller",

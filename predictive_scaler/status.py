@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any, Final
 
-from predictive_scaler.kube import (
+from predictive_scaler.annotations import (
     ANNOTATION_APPLIED_MIN_REPLICAS,
     ANNOTATION_BASE_MIN_REPLICAS,
     ANNOTATION_LAST_FORECAST,
@@ -23,9 +23,9 @@ from predictive_scaler.kube import (
     ANNOTATION_PREFIX,
     ANNOTATION_REASON,
     ANNOTATION_UPDATED_AT,
-    HpaSnapshot,
-    KubeClient,
 )
+from predictive_scaler.kube import KubeClient
+from predictive_scaler.values import HpaSnapshot
 
 __all__ = [
     "StatusRow",

@@ -37,7 +37,7 @@ from predictive_scaler.config import (
     format_duration,
 )
 from predictive_scaler.demand_query import fetch_signal_demand
-from predictive_scaler.kube import KubeApiError, KubeClient, load_api_client
+from predictive_scaler.kube import KubeClient, load_api_client
 from predictive_scaler.logs import Logger
 from predictive_scaler.prometheus import (
     MAX_POINTS_PER_QUERY,
@@ -48,6 +48,7 @@ from predictive_scaler.prometheus import (
 )
 from predictive_scaler.reconcile import determine_base, selector_matchers
 from predictive_scaler.settings import prometheus_settings
+from predictive_scaler.values import KubeApiError
 
 __all__ = [
     "DEFAULT_HPA_TARGET",
