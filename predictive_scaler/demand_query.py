@@ -17,7 +17,12 @@ import numpy.typing as npt
 from predictive_scaler.config import Signal
 from predictive_scaler.demand import compute_demand, compute_uncorrected
 from predictive_scaler.logs import Logger
-from predictive_scaler.prometheus import RangeResult, RangeStatus, latest_sample_template
+from predictive_scaler.prometheus import (
+    RangeResult,
+    RangeStatus,
+    fresh_samples_template,
+    latest_sample_template,
+)
 
 __all__ = ["DemandRead", "RangeReader", "fetch_signal_demand"]
 
@@ -66,21 +71,19 @@ async def fetch_signal_demand(
         return DemandRead(f"no data: {usage.message}", None)
     used = np.array(usage.values, dtype=np.float64)
     newest_sample: float | None = None
-    latest = latest_sample_template(signal.query)
-    if latest is not None:
-        stamps = await read(latest, start, end, step)
-        if stamps.status is RangeStatus.ERROR:
+    fresh = fresh_samples_template(signal.query, step)
+    if fresh is not None:
+        counts = await read(fresh, start, end, step)
+        if counts.status is RangeStatus.ERROR:
             # Copies cannot be told from new data: keep the points out, ask again.
-            log.warning("freshness_query_failed", signal=signal.name, error=stamps.message)
-            return DemandRead(None, None, f"freshness query failed: {stamps.message}")
-        if stamps.status is not RangeStatus.EMPTY:
-            newest = np.asarray(stamps.values, dtype=np.float64)
-            grid = np.asarray(usage.timestamps, dtype=np.float64)
-            # A step whose newest sample was already there at the step before holds a copy.
-            copies = ~(newest > grid - step + 1e-3)
-            used[copies] = np.nan
-            if np.isfinite(newest).any():
-                newest_sample = float(np.nanmax(newest))
+            log.warning("freshness_query_failed", signal=signal.name, error=counts.message)
+            return DemandRead(None, None, f"freshness query failed: {counts.message}")
+        taken = np.asarray(counts.values, dtype=np.float64)
+        # A step where no series took a sample in its own interval holds a copy (an absent
+        # count too: EMPTY means the lookback repeated older samples at every step).
+        new = taken > 0 if counts.status is not RangeStatus.EMPTY else np.zeros(used.shape, bool)
+        used[~new] = np.nan
+        newest_sample = await _newest_sample(signal, read, end, step, usage, new, log)
     partial: str | None = None
     if signal.queue_query is None or signal.running_query is None:
         demand = compute_demand(used)
@@ -115,3 +118,32 @@ async def fetch_signal_demand(
             problem = f"no data: no finite sample in the new points ({usage.message})"
             return DemandRead(problem, demand, None, newest_sample)
     return DemandRead(None, demand, partial, newest_sample)
+
+
+async def _newest_sample(
+    signal: Signal,
+    read: RangeReader,
+    end: float,
+    step: float,
+    usage: RangeResult,
+    new: npt.NDArray[np.bool_],
+    log: Logger,
+) -> float | None:
+    """Unix seconds of the newest sample: its own timestamp, asked at the last step that took
+    a sample only (one step is cheap; a whole range is not), where the lookback is sure to
+    see it. That step is ``end`` while data flows, so a batched cycle asks it for all its
+    targets at once. Without an answer, the earliest it can be: just after the step before
+    (older is the safe side: a longer horizon, an earlier staleness)."""
+    if not new.any():
+        return None
+    grid = np.asarray(usage.timestamps, dtype=np.float64)
+    last_new = float(grid[np.flatnonzero(new)[-1]])
+    latest = latest_sample_template(signal.query)
+    if latest is not None:
+        at = end if last_new >= end else last_new
+        answer = await read(latest, at, at, step)
+        if answer.status is RangeStatus.ERROR:
+            log.warning("newest_sample_query_failed", signal=signal.name, error=answer.message)
+        elif answer.status is not RangeStatus.EMPTY and np.isfinite(answer.values).any():
+            return float(np.nanmax(answer.values))
+    return last_new - step + 1e-3

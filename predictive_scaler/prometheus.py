@@ -53,6 +53,7 @@ __all__ = [
     "batchable_metric",
     "escape_promql_string",
     "escape_re2_literal",
+    "fresh_samples_template",
     "latest_sample_template",
     "render_batch_query",
     "render_matchers",
@@ -843,18 +844,41 @@ _SHAPES: Final = {
         r"^\s*count\s*\(\s*([a-zA-Z_:][a-zA-Z0-9_:]*)\s*\{\s*\$\{matchers\}\s*\}\s*\)\s*$"
     ),
 }
+_FRESH: Final = re.compile(
+    r"^\s*sum\s*\(\s*count_over_time\s*\(\s*([a-zA-Z_:][a-zA-Z0-9_:]*)\s*\{\s*\$\{matchers\}"
+    r"\s*\}\s*\[\s*([1-9][0-9]*ms)\s*\]\s*\)\s*\)\s*$"
+)
+_FRESH_KIND: Final = re.compile(r"^fresh\[([1-9][0-9]*ms)\]$")
 
 
 def latest_sample_template(template: str) -> str | None:
     """For a query of the presets' shape, `sum(METRIC{${matchers}})`, the query of its
-    newest sample's own timestamp at each step: `max(timestamp(METRIC{${matchers}}))`.
+    newest sample's own timestamp: `max(timestamp(METRIC{${matchers}}))`.
 
     `timestamp()` of a selector gives the time of the sample the lookback picked, not the
-    evaluation time, so a step whose newest sample is not newer than the step before it
-    holds a copy, not new data. None for other shapes (freshness is then judged on the
-    grid)."""
+    evaluation time. Ask it at one step only: over a long range Prometheus spends about a
+    second per series on it (7 days at 1 m), so a batch of targets' first fetch would time
+    out. None for other shapes."""
     metric = batchable_metric(template)
     return None if metric is None else f"max(timestamp({metric}{{${{matchers}}}}))"
+
+
+def fresh_samples_template(template: str, step_seconds: float) -> str | None:
+    """For a query of the presets' shape, `sum(METRIC{${matchers}})`, the number of samples
+    the series took in each step's own interval, `(t - step, t]`:
+    `sum(count_over_time(METRIC{${matchers}}[<step - 1 ms>]))`.
+
+    A step where it is 0 or absent only holds what Prometheus' lookback repeats of an older
+    sample: a copy, not new data. As cheap as the sum itself over a long range (unlike
+    `timestamp()`), so a whole batch's first fetch can afford it. The range is one
+    millisecond short of the step because Prometheus 2 includes the range's left end, which
+    is the previous step's own time. None for other shapes (freshness is then judged on the
+    grid)."""
+    metric = batchable_metric(template)
+    window_ms = round(step_seconds * 1000) - 1
+    if metric is None or window_ms < 1:
+        return None
+    return f"sum(count_over_time({metric}{{${{matchers}}}}[{window_ms}ms]))"
 
 
 def reporting_pods_template(template: str) -> str | None:
@@ -867,10 +891,14 @@ def reporting_pods_template(template: str) -> str | None:
 def batch_shape(template: str) -> tuple[str, str] | None:
     """(kind, metric) of a template a batched query can answer: kind ``sum`` for the
     presets' `sum(METRIC{${matchers}})`, ``latest`` for :func:`latest_sample_template`,
-    ``count`` for :func:`reporting_pods_template`; None for any other shape."""
+    ``count`` for :func:`reporting_pods_template`, ``fresh[<range>]`` for
+    :func:`fresh_samples_template`; None for any other shape."""
     metric = batchable_metric(template)
     if metric is not None:
         return "sum", metric
+    fresh = _FRESH.match(template)
+    if fresh:
+        return f"fresh[{fresh.group(2)}]", fresh.group(1)
     for kind, pattern in _SHAPES.items():
         match = pattern.match(template)
         if match:
@@ -890,7 +918,8 @@ def render_batch_query(
     metric: str, label_sets: Sequence[Mapping[str, str]], *, kind: str = "sum"
 ) -> tuple[str, tuple[str, ...]]:
     """One query answering `sum(metric{<labels>})` (kind ``latest``: `max(timestamp(...))`,
-    ``count``: `count(...)`, see :func:`batch_shape`) for each of `label_sets` (which share
+    ``count``: `count(...)`, ``fresh[R]``: `sum(count_over_time(...[R]))`, see
+    :func:`batch_shape`) for each of `label_sets` (which share
     their label names): `sum by (<names>) (metric{name=~"v1|v2",...})` and the label names
     to split the answer by (`GroupedRanges.get` with the values in this order).
 
@@ -915,6 +944,9 @@ def render_batch_query(
     by = ", ".join(names)
     if kind == "latest":  # the newest sample's timestamp per target
         return f"max by ({by}) (timestamp({selector}))", names
+    fresh = _FRESH_KIND.match(kind)
+    if fresh:  # the samples taken in each step's own interval, per target
+        return f"sum by ({by}) (count_over_time({selector}[{fresh.group(1)}]))", names
     if kind == "count":  # the series (pods) per target
         return f"count by ({by}) ({selector})", names
     if kind != "sum":

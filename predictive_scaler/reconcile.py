@@ -72,6 +72,7 @@ from predictive_scaler.prometheus import (
     RangeStatus,
     batch_shape,
     escape_promql_string,
+    fresh_samples_template,
     latest_sample_template,
     render_batch_query,
     render_matchers,
@@ -692,7 +693,8 @@ class TargetReconciler:
             if start <= end:
                 windows += [
                     (signal.query, start),
-                    (latest_sample_template(signal.query), start),
+                    (fresh_samples_template(signal.query, state.step), start),
+                    (latest_sample_template(signal.query), end),
                     (signal.queue_query, start),
                     (signal.running_query, start),
                 ]

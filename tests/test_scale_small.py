@@ -32,7 +32,10 @@ from predictive_scaler.prometheus import (
     PrometheusSettings,
     PrometheusSource,
     RangeResult,
+    batch_shape,
     batchable_metric,
+    fresh_samples_template,
+    latest_sample_template,
     render_batch_query,
     render_matchers,
     render_query,
@@ -96,8 +99,9 @@ def _labels(i: int) -> dict[str, str]:
     return {"namespace": ns, "model": SPECIAL.get(ns, "llm")}
 
 
-def _config(refit: str = "10m") -> str:
+def _config(refit: str = "10m", prometheus: str = "") -> str:
     lines = [
+        *([prometheus] if prometheus else []),
         "defaults:",
         "  interval: 30s",
         "  step: 1m",
@@ -186,6 +190,32 @@ def test_batch_query_escapes_values_for_re2_then_promql() -> None:
     assert query == r'sum by (namespace, app) (m{namespace=~"a\\.b|c",app=~"q\\\"\\|\\\\|x"})'
 
 
+@pytest.mark.parametrize(
+    ("template", "batched"),
+    [
+        (
+            fresh_samples_template("sum(gpu_cache_usage_perc{${matchers}})", 60.0),
+            'sum by (namespace) (count_over_time(gpu_cache_usage_perc{namespace=~"a"}[59999ms]))',
+        ),
+        # A user's own query of that shape keeps its own range.
+        (
+            "sum(count_over_time(m{${matchers}}[300000ms]))",
+            'sum by (namespace) (count_over_time(m{namespace=~"a"}[300000ms]))',
+        ),
+        (
+            latest_sample_template("sum(gpu_cache_usage_perc{${matchers}})"),
+            'max by (namespace) (timestamp(gpu_cache_usage_perc{namespace=~"a"}))',
+        ),
+    ],
+)
+def test_freshness_queries_batch_with_their_own_range(template: str | None, batched: str) -> None:
+    assert template is not None
+    shape = batch_shape(template)
+    assert shape is not None
+    kind, metric = shape
+    assert render_batch_query(metric, [{"namespace": "a"}], kind=kind) == (batched, ("namespace",))
+
+
 async def test_a_batched_query_split_per_target_equals_each_targets_own_query(
     prometheus: PrometheusServer, history: History
 ) -> None:
@@ -230,6 +260,7 @@ async def _run(
     workers: int,
     cycles: int,
     refit: str = "10m",
+    prometheus_section: str = "",
 ) -> tuple[list[dict[str, tuple[object, ...]]], list[set[str]], Controller]:
     clock = FakeClock(datetime.fromtimestamp(history.end - (cycles + 1) * STEP, UTC))
     runner = ProcessFitRunner(workers) if workers else None
@@ -241,7 +272,7 @@ async def _run(
         fit_runner=runner,
         batch_queries=batch,
     )
-    controller.apply_config(parse_config(_config(refit)))
+    controller.apply_config(parse_config(_config(refit, prometheus_section)))
     summaries: list[dict[str, tuple[object, ...]]] = []
     refitted: list[set[str]] = []
     try:
@@ -301,3 +332,24 @@ async def test_a_steady_cycle_refits_only_the_targets_whose_staggered_refit_is_d
         assert refitted[cycle] == due, cycle
     assert max(len(r) for r in refitted[1:]) < TARGETS / 2
     assert set().union(*refitted[1 : REFIT_POINTS + 2]) == set(ids)
+
+
+@pytest.mark.slow
+async def test_the_first_history_arrives_when_each_query_must_answer_within_a_second(
+    hpas: None, kube_api: client.ApiClient, prometheus: PrometheusServer, history: History
+) -> None:
+    """What the lookback repeats is told from new samples by a query a whole batch can afford.
+
+    The first fetch reads the whole history of a batch of targets at once (here all twenty,
+    2 days at 1 m). `timestamp()` over such a range costs Prometheus about a second per
+    series; a freshness query built on it timed out for every batch of a large install, and
+    a failed freshness query keeps the points out, so no target ever got its history."""
+    section = f"prometheus:\n  url: {prometheus.url}\n  timeout: 1s"
+    summaries, _, _ = await _run(
+        kube_api, prometheus, history, batch=True, workers=0, cycles=0, prometheus_section=section
+    )
+    (first,) = summaries
+    problems = {t: s[2] for t, s in first.items() if s[2] is not None}
+    assert not problems, problems
+    points = {t: s[6] for t, s in first.items()}
+    assert all(p == 2 * 1440 for p in points.values()), points  # 2 days at 1 m
