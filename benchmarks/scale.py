@@ -11,7 +11,7 @@ OpenMetrics file per 2-hour block, several promtool runs in parallel; cached und
 ``--workdir``). N HPAs live in the Kubernetes API double, served from this (driver) process
 like a real API server would be from its own.
 
-Each mode runs the real :class:`~predictive_scaler.runtime.Controller` in a worker process
+Each mode runs the real :class:`~predictive_scaler.controller.Controller` in a worker process
 (so its CPU time and peak RSS are its own) with a time-travelling clock: a cold first cycle
 (every target fetches its whole 7-day history and fits), then ``--cycles`` steady cycles,
 the clock moving one step (1 minute, so every steady cycle brings one new point per target;

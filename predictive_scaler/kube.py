@@ -1,6 +1,7 @@
 """Kubernetes adapter: HPAs, ConfigMaps, Events and the Lease API calls.
 
-The only module of the product that imports ``kubernetes_asyncio``. Everything above it sees
+With :mod:`predictive_scaler.kube_connect` (which builds the ``ApiClient``), the only module
+of the product that imports ``kubernetes_asyncio``. Everything above it sees
 plain values (:class:`HpaSnapshot`, dicts of strings) and typed errors (:class:`KubeApiError`
 and subclasses), both defined in :mod:`predictive_scaler.values`; nothing here decides
 anything. Every request has a finite timeout, and every write to an HPA is one JSON merge
@@ -21,7 +22,6 @@ from typing import Any, Final, Literal, TypeVar
 import aiohttp
 from kubernetes_asyncio import client, watch
 from kubernetes_asyncio.client.exceptions import ApiException
-from kubernetes_asyncio.config import incluster_config, kube_config
 
 # The annotation names live with their (de)serialisation; re-exported for the adapter's users.
 from predictive_scaler.annotations import (
@@ -33,6 +33,9 @@ from predictive_scaler.annotations import (
     ANNOTATION_REASON,
     ANNOTATION_UPDATED_AT,
 )
+
+# Connecting is its own module; re-exported for the adapter's users.
+from predictive_scaler.kube_connect import DEFAULT_REQUEST_TIMEOUT_SECONDS, load_api_client
 
 # The values live in their own pure module; re-exported for the adapter's users.
 from predictive_scaler.values import (
@@ -79,8 +82,6 @@ __all__ = [
 EVENT_COMPONENT: Final = "predictive-scaler"
 MERGE_PATCH: Final = "application/merge-patch+json"
 
-#: Default per-request timeout (seconds) for everything but watches.
-DEFAULT_REQUEST_TIMEOUT_SECONDS: Final = 10.0
 #: Server-side timeout of one watch request; the client re-watches after it.
 DEFAULT_WATCH_TIMEOUT_SECONDS: Final = 300
 #: Delays between attempts to re-establish a failing watch; the last one repeats.
@@ -545,69 +546,3 @@ class KubeClient:
             )
         )
         return self._json(lease)
-
-
-# ---------------------------------------------------------------------------- configuration
-
-
-class _TimeoutApiClient(client.ApiClient):
-    """An ApiClient whose requests time out by default (the library's default is never)."""
-
-    def __init__(self, configuration: client.Configuration, timeout_seconds: float) -> None:
-        super().__init__(configuration=configuration)
-        self._default_timeout_seconds = timeout_seconds
-
-    def request(
-        self,
-        method: Any,
-        url: Any,
-        query_params: Any | None = None,
-        headers: dict[str, Any] | None = None,
-        post_params: dict[str, Any] | None = None,
-        body: Any | None = None,
-        _preload_content: bool = True,
-        _request_timeout: Any = None,
-    ) -> Any:
-        timeout = self._default_timeout_seconds if _request_timeout is None else _request_timeout
-        return super().request(
-            method,
-            url,
-            query_params=query_params,
-            headers=headers,
-            post_params=post_params,
-            body=body,
-            _preload_content=_preload_content,
-            _request_timeout=timeout,
-        )
-
-
-def _in_cluster() -> bool:
-    return bool(os.environ.get("KUBERNETES_SERVICE_HOST")) and os.path.exists(
-        incluster_config.SERVICE_TOKEN_FILENAME
-    )
-
-
-async def load_api_client(
-    kubeconfig: str | None = None,
-    context: str | None = None,
-    *,
-    request_timeout_seconds: float = DEFAULT_REQUEST_TIMEOUT_SECONDS,
-) -> client.ApiClient:
-    """An ApiClient from the in-cluster service account when no kubeconfig is given and we run
-    in a pod, else from ``kubeconfig`` (default ``~/.kube/config``, or ``$KUBECONFIG``) and
-    ``context``. Requests without their own timeout get ``request_timeout_seconds``. The caller
-    closes it."""
-    configuration = client.Configuration()
-    if kubeconfig is None and context is None and _in_cluster():
-        incluster_config.load_incluster_config(  # type: ignore[no-untyped-call]
-            client_configuration=configuration
-        )
-    else:
-        path = kubeconfig or os.environ.get("KUBECONFIG", "").split(os.pathsep)[0] or None
-        await kube_config.load_kube_config(
-            config_file=path,
-            context=context,
-            client_configuration=configuration,
-            persist_config=False,
-        )
-    return _TimeoutApiClient(configuration, request_timeout_seconds)

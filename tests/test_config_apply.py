@@ -74,12 +74,12 @@ async def test_a_config_that_fails_at_apply_is_rejected_and_the_next_good_one_ta
 
     # Whatever apply still finds wrong (here the Prometheus settings refuse the URL after
     # validation passed it) is a rejection, not an exception out of the watch task.
-    from predictive_scaler import runtime
+    from predictive_scaler import source_switch
 
     def refuse(*_args: object, **_kwargs: object) -> object:
         raise ValueError("url must be an http(s) URL with a host")
 
-    monkeypatch.setattr(runtime, "PrometheusSource", refuse)
+    monkeypatch.setattr(source_switch, "PrometheusSource", refuse)
     changed = _with_prometheus(prometheus.url + "/other", "")
     assert not await controller.load_config_text(changed)
     assert controller.config is good

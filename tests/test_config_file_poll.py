@@ -13,7 +13,8 @@ from pathlib import Path
 from kubernetes_asyncio import client
 
 from predictive_scaler.kube import KubeClient
-from predictive_scaler.runtime import Controller, RunOptions, _poll_config_file
+from predictive_scaler.runtime import Controller, RunOptions
+from predictive_scaler.tasks import poll_config_file
 from tests.support import FakeClock
 from tests.test_reconcile import CONFIG
 
@@ -70,7 +71,7 @@ async def test_the_config_file_is_reloaded_when_its_mtime_changes(
             script.pop(0)()
 
         options = RunOptions(config_file=str(path))
-        await asyncio.wait_for(_poll_config_file(controller, options, sleeper, stop), 30)
+        await asyncio.wait_for(poll_config_file(controller, options, sleeper, stop), 30)
     finally:
         await controller.aclose()
     every = {("busy", "nim"), ("idle", "nim"), ("halved", "nim"), ("empty", "nim")}

@@ -13,7 +13,8 @@ import pytest
 from kubernetes_asyncio import client
 
 from predictive_scaler.kube import KubeClient, ObjectRef
-from predictive_scaler.runtime import Controller, _watch_config_map
+from predictive_scaler.runtime import Controller
+from predictive_scaler.tasks import follow_config_map
 from tests.chaos import PrometheusFaultProxy
 from tests.kube_double import KubeDouble, make_configmap
 from tests.support import FakeClock, eventually
@@ -95,7 +96,7 @@ async def test_the_watch_survives_a_fault_and_applies_the_next_config(
         await asyncio.sleep(0)
 
     ready = asyncio.Event()
-    task = asyncio.create_task(_watch_config_map(controller, ("ops", "scaler"), sleeper, ready))
+    task = asyncio.create_task(follow_config_map(controller, ("ops", "scaler"), sleeper, ready))
     try:
         await asyncio.wait_for(ready.wait(), 10)
         assert _warmup(controller) == 600
@@ -126,7 +127,7 @@ async def test_a_deleted_then_recreated_config_map_is_followed(
         await asyncio.sleep(0)
 
     ready = asyncio.Event()
-    task = asyncio.create_task(_watch_config_map(controller, ("ops", "scaler"), sleeper, ready))
+    task = asyncio.create_task(follow_config_map(controller, ("ops", "scaler"), sleeper, ready))
     try:
         await asyncio.wait_for(ready.wait(), 10)
         good = controller.config
