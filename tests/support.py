@@ -1,13 +1,23 @@
-"""Small helpers shared by the tests: a clock tests move by hand, a bounded wait and the
-shared traces."""
+"""Small helpers shared by the tests: a clock tests move by hand, a bounded wait, the
+shared traces, and a whole ``run`` process started and stopped on fake time."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from datetime import datetime, timedelta
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
+
+import pytest
+from kubernetes_asyncio import client
+
+from predictive_scaler.kube import KubeClient
+from predictive_scaler.runtime import Controller, RunOptions, run_controller
+from predictive_scaler.values import ObjectRef
+from tests.kube_double import KubeDouble, write_kubeconfig
 
 
 class FakeClock:
@@ -111,3 +121,122 @@ class QuiescentSleeper:
             self.watch(controller.dispatcher)
 
         return on_started
+
+
+# ---------------------------------------------------------------- a whole `run` process
+
+
+def run_options(
+    kube_server: KubeDouble,
+    prometheus_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    **fields: Any,
+) -> RunOptions:
+    """``run``'s options against the API double, from outside a cluster: a kubeconfig with
+    the double's token, /metrics on a free loopback port, identity ``me``, the configuration
+    from the ConfigMap ``ops/scaler`` (unless ``fields`` give a ``config_file``); ``fields``
+    override any of them."""
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", kube_server.url, kube_server.token)
+    defaults: dict[str, Any] = {
+        "config_map": None if "config_file" in fields else "ops/scaler",
+        "kubeconfig": str(kubeconfig),
+        "prometheus_url": prometheus_url,
+        "metrics_port": 0,
+        "metrics_host": "127.0.0.1",
+        "identity": "me",
+    }
+    return RunOptions(**{**defaults, **fields})
+
+
+@dataclass
+class RunningController:
+    """A ``run_controller`` task and the controller it started."""
+
+    controller: Controller
+    task: asyncio.Task[int]
+    stop_event: asyncio.Event
+
+    async def exit_code(self, within_seconds: float = 20.0) -> int:
+        """The process's exit code once it ends by itself (a signal, an error)."""
+        return await asyncio.wait_for(self.task, within_seconds)
+
+    async def stop(self, within_seconds: float = 20.0) -> int:
+        """Ask the process to stop, as SIGTERM does; its exit code."""
+        self.stop_event.set()
+        return await self.exit_code(within_seconds)
+
+
+@contextlib.asynccontextmanager
+async def running_controller(
+    options: RunOptions,
+    *,
+    clock: Callable[[], datetime],
+    sleeper: Callable[[float], Awaitable[None]],
+    quiescent: QuiescentSleeper | None = None,
+    on_started: Callable[[Controller], None] | None = None,
+    install_signal_handlers: bool = False,
+    start_within_seconds: float = 30.0,
+) -> AsyncIterator[RunningController]:
+    """Run the controller process as ``predictive-scaler run`` does, on ``clock`` and
+    ``sleeper``, until the test is done with it: yields once the process has started (its
+    configuration applied, /metrics served); a process still running at the end is
+    cancelled. ``quiescent`` (by default ``sleeper`` itself when it is one) is given the
+    controller's dispatcher to watch; ``on_started`` sees the controller first."""
+    watcher = quiescent or (sleeper if isinstance(sleeper, QuiescentSleeper) else None)
+    started: list[Controller] = []
+    stop = asyncio.Event()
+
+    def hook(controller: Controller) -> None:
+        started.append(controller)
+        if watcher is not None:
+            watcher.watch(controller.dispatcher)
+        if on_started is not None:
+            on_started(controller)
+
+    task = asyncio.create_task(
+        run_controller(
+            options,
+            clock=clock,
+            sleeper=sleeper,
+            stop=stop,
+            install_signal_handlers=install_signal_handlers,
+            on_started=hook,
+        ),
+        name="controller",
+    )
+    try:
+        await eventually(lambda: bool(started) or task.done(), start_within_seconds)
+        assert started, task
+        yield RunningController(started[0], task, stop)
+    finally:
+        if not task.done():
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+
+CONFIG_ORIGIN = ObjectRef("v1", "ConfigMap", "ops", "scaler")
+"""The ConfigMap :func:`run_options` reads, as a :class:`Controller`'s ``config_origin``."""
+
+
+@contextlib.asynccontextmanager
+async def closing_controller(
+    kube_api: client.ApiClient,
+    *,
+    clock: Callable[[], datetime] | None = None,
+    **fields: Any,
+) -> AsyncIterator[Controller]:
+    """A :class:`Controller` over the API double, closed at the end; by default on a
+    :class:`FakeClock` at 2025-03-03 12:00:30 UTC and reporting on :data:`CONFIG_ORIGIN`."""
+    fields.setdefault("config_origin", CONFIG_ORIGIN)
+    made = Controller(
+        KubeClient(kube_api),
+        clock=clock or FakeClock(datetime(2025, 3, 3, 12, 0, 30, tzinfo=UTC)),
+        **fields,
+    )
+    try:
+        yield made
+    finally:
+        await made.aclose()

@@ -5,20 +5,16 @@ controller takes it, and whatever still fails at apply is a rejected configurati
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 
 import pytest
 from kubernetes_asyncio import client
 
 from predictive_scaler.config import ConfigError, parse_config
-from predictive_scaler.kube import KubeClient, ObjectRef
 from predictive_scaler.runtime import Controller
 from tests.chaos import PrometheusFaultProxy
 from tests.kube_double import KubeDouble, make_hpa
-from tests.support import FakeClock
+from tests.support import closing_controller
 from tests.test_faults_kube import CONFIG, NS, flat_demand, inline
-
-ORIGIN = ObjectRef("v1", "ConfigMap", "ops", "scaler")
 
 
 def _with_prometheus(url: str, extra: str) -> str:
@@ -35,16 +31,8 @@ async def prometheus() -> AsyncIterator[PrometheusFaultProxy]:
 async def controller(
     kube_api: client.ApiClient, prometheus: PrometheusFaultProxy
 ) -> AsyncIterator[Controller]:
-    made = Controller(
-        KubeClient(kube_api),
-        clock=FakeClock(datetime(2025, 3, 3, 12, 0, 30, tzinfo=UTC)),
-        config_origin=ORIGIN,
-        fit_runner=inline,
-    )
-    try:
+    async with closing_controller(kube_api, fit_runner=inline) as made:
         yield made
-    finally:
-        await made.aclose()
 
 
 CA_WITHOUT_VERIFY = "  caBundle: /etc/ssl/prometheus-ca.pem\n  verifyTls: false\n"

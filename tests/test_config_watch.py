@@ -7,36 +7,26 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime
 
 import pytest
 from kubernetes_asyncio import client
 
-from predictive_scaler.kube import KubeClient, ObjectRef
+from predictive_scaler.kube import KubeClient
 from predictive_scaler.runtime import Controller
 from predictive_scaler.tasks import follow_config_map
 from tests.chaos import PrometheusFaultProxy
 from tests.kube_double import KubeDouble, make_configmap
-from tests.support import FakeClock, eventually
+from tests.support import closing_controller, eventually
 from tests.test_faults_kube import CONFIG, flat_demand, inline
-
-ORIGIN = ObjectRef("v1", "ConfigMap", "ops", "scaler")
 
 
 @pytest.fixture
 async def controller(kube_api: client.ApiClient) -> AsyncIterator[Controller]:
-    async with PrometheusFaultProxy(series=flat_demand) as prometheus:
-        made = Controller(
-            KubeClient(kube_api),
-            prometheus_url=prometheus.url,
-            clock=FakeClock(datetime(2025, 3, 3, 12, 0, 30, tzinfo=UTC)),
-            config_origin=ORIGIN,
-            fit_runner=inline,
-        )
-        try:
-            yield made
-        finally:
-            await made.aclose()
+    async with (
+        PrometheusFaultProxy(series=flat_demand) as prometheus,
+        closing_controller(kube_api, prometheus_url=prometheus.url, fit_runner=inline) as made,
+    ):
+        yield made
 
 
 def _restarts(controller: Controller, reason: str) -> float:

@@ -17,11 +17,11 @@ import pytest
 
 from predictive_scaler.dispatch import STALL_GRACE_SECONDS, Dispatcher, TargetKey
 from predictive_scaler.reconcile import CycleReport
-from predictive_scaler.runtime import Controller, RunOptions, run_controller
-from tests.kube_double import KubeDouble, make_configmap, make_hpa, write_kubeconfig
+from predictive_scaler.runtime import Controller
+from tests.kube_double import KubeDouble, make_configmap, make_hpa
 from tests.prom_fixtures import PrometheusFactory
 from tests.prom_harness import PrometheusServer
-from tests.support import FakeClock, eventually
+from tests.support import FakeClock, eventually, run_options, running_controller
 from tests.test_reconcile import CONFIG, DATA_END, flat_series
 
 T0 = datetime(2026, 12, 7, tzinfo=UTC)
@@ -168,9 +168,7 @@ async def test_run_keeps_deciding_and_ticking_while_one_target_hangs(
     """``run`` with two targets, one whose cycle never returns (as behind a Prometheus that
     accepts connections and never answers): the other goes on deciding every interval, and
     the heartbeat behind ``/healthz`` keeps ticking."""
-    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     clock = FakeClock(datetime.fromtimestamp(DATA_END + 60, UTC))
-    kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", kube_server.url, kube_server.token)
     kube_server.put_object(make_configmap("ops", "scaler", {"config.yaml": TWO_TARGETS}))
     for namespace in ("busy", "idle"):
         kube_server.put_object(make_hpa(namespace, "nim", 1, 10))
@@ -186,35 +184,14 @@ async def test_run_keeps_deciding_and_ticking_while_one_target_hangs(
         await asyncio.Event().wait()
         raise AssertionError("unreachable")
 
-    started: list[Controller] = []
-
     def on_started(controller: Controller) -> None:
-        started.append(controller)
         controller.reconcilers[("idle", "nim")].reconcile = hang  # type: ignore[method-assign]
 
-    options = RunOptions(
-        config_map="ops/scaler",
-        kubeconfig=str(kubeconfig),
-        prometheus_url=prometheus.url,
-        metrics_port=0,
-        metrics_host="127.0.0.1",
-        identity="me",
-    )
-    stop = asyncio.Event()
-    task = asyncio.create_task(
-        run_controller(
-            options,
-            clock=clock,
-            sleeper=sleeper,
-            stop=stop,
-            install_signal_handlers=False,
-            on_started=on_started,
-        )
-    )
-    try:
-        await eventually(lambda: bool(started) or task.done())
-        assert started, task
-        controller = started[0]
+    options = run_options(kube_server, prometheus.url, tmp_path, monkeypatch)
+    async with running_controller(
+        options, clock=clock, sleeper=sleeper, on_started=on_started
+    ) as running:
+        controller = running.controller
         await asyncio.wait_for(hung.wait(), 10)
         first = controller.health.last_tick
         assert first is not None
@@ -242,10 +219,4 @@ async def test_run_keeps_deciding_and_ticking_while_one_target_hangs(
             url = f"http://127.0.0.1:{controller.metrics_port}/healthz"
             async with session.get(url) as response:
                 assert response.status == 200, await response.text()
-        stop.set()
-        assert await asyncio.wait_for(task, 20) == 0
-    finally:
-        if not task.done():
-            task.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await task
+        assert await running.stop() == 0

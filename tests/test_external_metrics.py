@@ -34,12 +34,18 @@ from predictive_scaler.external_metrics import (
 )
 from predictive_scaler.kube import KubeClient
 from predictive_scaler.publish import ControllerMetrics, SignalFigures, TargetFigures
-from predictive_scaler.runtime import Controller, RunOptions, run_controller
+from predictive_scaler.runtime import RunOptions, run_controller
 from tests.deploy_support import find_object, render
-from tests.kube_double import KubeDouble, make_hpa, write_kubeconfig
+from tests.kube_double import KubeDouble, make_hpa
 from tests.prom_fixtures import PrometheusFactory
 from tests.prom_harness import PrometheusServer
-from tests.support import FakeClock, QuiescentSleeper, eventually
+from tests.support import (
+    FakeClock,
+    QuiescentSleeper,
+    eventually,
+    run_options,
+    running_controller,
+)
 from tests.test_reconcile import CONFIG, DATA_END, flat_series
 
 SERVICE_DNS = "predictive-scaler.predictive-scaler.svc"
@@ -526,8 +532,6 @@ async def test_the_controller_serves_its_forecast(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """``run`` with the overlay's flags: the External Metrics API serves what /metrics shows."""
-    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-    kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", kube_server.url, kube_server.token)
     config = tmp_path / "config.yaml"
     config.write_text(CONFIG)
     for namespace in NAMESPACES:
@@ -543,37 +547,22 @@ async def test_the_controller_serves_its_forecast(
     assert sorted(name for name, _, _ in flags) == sorted(ours)
     argv = [f"{name}={ours[name]}" for name, _, _ in flags]
     parsed = build_parser().parse_args(["run", "--config", str(config), "--dry-run", *argv])
-    options = RunOptions(
+    options = run_options(
+        kube_server,
+        prometheus.url,
+        tmp_path,
+        monkeypatch,
         config_file=parsed.config_file,
-        kubeconfig=str(kubeconfig),
-        prometheus_url=prometheus.url,
+        identity=None,
         dry_run=parsed.dry_run,
-        metrics_port=0,
-        metrics_host="127.0.0.1",
         external_metrics_port=parsed.external_metrics_port,
         tls_cert_file=parsed.tls_cert_file,
         tls_key_file=parsed.tls_key_file,
     )
     clock = FakeClock(dt.datetime.fromtimestamp(DATA_END + 60, dt.UTC))
-
     sleeper = QuiescentSleeper(clock)
-
-    started: list[Controller] = []
-    stop = asyncio.Event()
-    task = asyncio.create_task(
-        run_controller(
-            options,
-            clock=clock,
-            sleeper=sleeper,
-            stop=stop,
-            install_signal_handlers=False,
-            on_started=sleeper.collect(started),
-        )
-    )
-    try:
-        await eventually(lambda: bool(started) or task.done())
-        assert started, task
-        controller = started[0]
+    async with running_controller(options, clock=clock, sleeper=sleeper) as running:
+        controller = running.controller
         # Every target decided once, then time stops: /metrics and the API are read apart,
         # and a cycle in between must not age a forecast past its freshness.
         await eventually(lambda: len(controller.last_reports) == len(NAMESPACES))
@@ -605,13 +594,7 @@ async def test_the_controller_serves_its_forecast(
             assert item["value"] == "3"  # 2 pods at 0.9 need 3 at 0.7
             report = controller.last_reports[("busy", "nim")]
             assert item["timestamp"] == report.at.strftime("%Y-%m-%dT%H:%M:%SZ")
-        stop.set()
-        assert await asyncio.wait_for(task, 20) == 0
-    finally:
-        if not task.done():
-            task.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await task
+        assert await running.stop() == 0
 
 
 async def test_run_refuses_the_port_without_a_certificate(tmp_path: Path) -> None:

@@ -31,10 +31,16 @@ from predictive_scaler.kube import (
 )
 from predictive_scaler.leader import LeaderElector
 from predictive_scaler.reconcile import MANAGED_ANNOTATIONS, MAX_CONFLICT_RETRIES
-from predictive_scaler.runtime import Controller, RunOptions, run_controller
+from predictive_scaler.runtime import Controller
 from tests.chaos import HookedKube, PrometheusFaultProxy
-from tests.kube_double import KubeDouble, make_configmap, make_hpa, write_kubeconfig
-from tests.support import FakeClock, QuiescentSleeper, config_yaml
+from tests.kube_double import KubeDouble, make_configmap, make_hpa
+from tests.support import (
+    FakeClock,
+    QuiescentSleeper,
+    config_yaml,
+    run_options,
+    running_controller,
+)
 
 STEP = 300.0
 NS = "busy"
@@ -515,8 +521,6 @@ async def test_process_survives_dropped_watches_and_honours_retry_after(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-    kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", kube_server.url, kube_server.token)
     kube_server.put_object(make_configmap("ops", "scaler", {"config.yaml": CONFIG}))
     kube_server.put_object(make_hpa(NS, "nim", 1, 10))
     slept: list[float] = []
@@ -527,33 +531,13 @@ async def test_process_survives_dropped_watches_and_honours_retry_after(
         slept.append(seconds)
         await quiescent(seconds)
 
-    started: list[Controller] = []
-    options = RunOptions(
-        config_map="ops/scaler",
-        kubeconfig=str(kubeconfig),
-        prometheus_url=prometheus.url,
-        metrics_port=0,
-        metrics_host="127.0.0.1",
-        identity="me",
-    )
-    stop = asyncio.Event()
+    options = run_options(kube_server, prometheus.url, tmp_path, monkeypatch)
     # The first list of the ConfigMap is throttled: the retry waits for Retry-After.
     kube_server.fail_next("GET", "/namespaces/ops/configmaps$", 429, headers={"Retry-After": "42"})
-    task = asyncio.create_task(
-        run_controller(
-            options,
-            clock=clock,
-            sleeper=sleeper,
-            stop=stop,
-            install_signal_handlers=False,
-            on_started=quiescent.collect(started),
-        )
-    )
-    try:
-        async with asyncio.timeout(15):
-            while not started and not task.done():  # noqa: ASYNC110
-                await asyncio.sleep(0.01)
-        controller = started[0]
+    async with running_controller(
+        options, clock=clock, sleeper=sleeper, quiescent=quiescent, start_within_seconds=15
+    ) as running:
+        controller = running.controller
         await kube_server.wait_for_watches(1)
         # The watch connection dies, twice; the controller watches again each time.
         kube_server.drop_watches(abort=True)
@@ -568,11 +552,5 @@ async def test_process_survives_dropped_watches_and_honours_retry_after(
             while controller.config is None or controller.config.defaults.scale_up_step != 2:  # noqa: ASYNC110
                 await asyncio.sleep(0.01)
         assert any(s >= 42 for s in slept), slept
-        assert not task.done()
-        stop.set()
-        assert await asyncio.wait_for(task, 20) == 0
-    finally:
-        if not task.done():
-            task.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await task
+        assert not running.task.done()
+        assert await running.stop() == 0

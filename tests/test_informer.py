@@ -23,18 +23,22 @@ from predictive_scaler.kube import (
     HpaWatchEvent,
     KubeClient,
 )
-from predictive_scaler.runtime import Controller, RunOptions, run_controller
 from tests.kube_double import (
     KubeDouble,
     make_api_client,
     make_configmap,
     make_hpa,
-    write_kubeconfig,
 )
 from tests.kube_double.rbac import RequestRecord
 from tests.prom_fixtures import PrometheusFactory
 from tests.prom_harness import PrometheusServer
-from tests.support import FakeClock, QuiescentSleeper, eventually
+from tests.support import (
+    FakeClock,
+    QuiescentSleeper,
+    eventually,
+    run_options,
+    running_controller,
+)
 from tests.test_reconcile import CONFIG, DATA_END, flat_series, hpa, min_replicas
 
 HPA = "horizontalpodautoscalers"
@@ -84,37 +88,20 @@ async def test_steady_cycles_read_hpas_from_the_watch_not_by_get(
 ) -> None:
     """The finding: one GET per target per cycle. After the cache has synced, steady cycles
     make none, and a hand edit (kubectl edit) still reaches the loop, through the watch."""
-    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     clock = FakeClock(datetime.fromtimestamp(DATA_END + 60, UTC))
-    kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", kube_server.url, kube_server.token)
     kube_server.put_object(make_configmap("ops", "scaler", {"config.yaml": TWO_TARGETS}))
     kube_server.put_object(make_hpa("busy", "nim", 1, 10))
     kube_server.put_object(make_hpa("idle", "nim", 1, 10))
-
+    options = run_options(kube_server, prometheus.url, tmp_path, monkeypatch)
     sleeper = QuiescentSleeper(clock)
+    async with running_controller(options, clock=clock, sleeper=sleeper) as running:
 
-    started: list[Controller] = []
-    options = RunOptions(
-        config_map="ops/scaler",
-        kubeconfig=str(kubeconfig),
-        prometheus_url=prometheus.url,
-        metrics_port=0,
-        metrics_host="127.0.0.1",
-        identity="me",
-    )
-    task = asyncio.create_task(
-        run_controller(options, clock=clock, sleeper=sleeper, on_started=sleeper.collect(started))
-    )
+        def cycled_since(moment: datetime, cycles: int) -> bool:
+            reports = running.controller.last_reports.values()
+            return len(reports) == 2 and all(
+                (r.at - moment).total_seconds() >= cycles * INTERVAL for r in reports
+            )
 
-    def cycled_since(moment: datetime, cycles: int) -> bool:
-        reports = started[0].last_reports.values() if started else ()
-        return len(reports) == 2 and all(
-            (r.at - moment).total_seconds() >= cycles * INTERVAL for r in reports
-        )
-
-    try:
-        await eventually(lambda: bool(started) or task.done())
-        assert started, task
         await eventually(lambda: min_replicas(kube_server, "busy") == 3)
         mark = clock.now
         await eventually(lambda: cycled_since(mark, 1))  # the first cycles are behind us
@@ -142,10 +129,6 @@ async def test_steady_cycles_read_hpas_from_the_watch_not_by_get(
         assert min_replicas(kube_server, "idle") == 4
         assert len(hpa_requests(kube_server, "get")) == gets_before
         assert len(hpa_requests(kube_server, "list")) == 1  # one list, then the watch
-    finally:
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
 
 
 # ---------------------------------------------------------------------------- the cache

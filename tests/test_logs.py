@@ -8,7 +8,6 @@ shows up here too.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 from datetime import UTC, datetime
@@ -17,11 +16,16 @@ from pathlib import Path
 import pytest
 
 from predictive_scaler.logs import LogFormat, configure_logging
-from predictive_scaler.runtime import Controller, RunOptions, run_controller
-from tests.kube_double import KubeDouble, make_configmap, make_hpa, write_kubeconfig
+from tests.kube_double import KubeDouble, make_configmap, make_hpa
 from tests.prom_fixtures import PrometheusFactory
 from tests.prom_harness import PrometheusServer
-from tests.support import FakeClock, QuiescentSleeper, eventually
+from tests.support import (
+    FakeClock,
+    QuiescentSleeper,
+    eventually,
+    run_options,
+    running_controller,
+)
 from tests.test_reconcile import CONFIG, DATA_END, flat_series, min_replicas
 
 BUSY_ONLY = CONFIG.split("  - hpa: {namespace: idle")[0]
@@ -59,49 +63,17 @@ async def _run_once(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Start `run`, let it patch once and reload its config, then stop it."""
-    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-    kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", kube_server.url, kube_server.token)
     kube_server.put_object(make_configmap("ops", "scaler", {"config.yaml": BUSY_ONLY}))
     kube_server.put_object(make_hpa("busy", "nim", 2, 10))
     clock = FakeClock(datetime.fromtimestamp(DATA_END + 60, UTC))
-
+    options = run_options(kube_server, prometheus.url, tmp_path, monkeypatch, log_format=log_format)
     sleeper = QuiescentSleeper(clock)
-
-    started: list[Controller] = []
-    stop = asyncio.Event()
-    options = RunOptions(
-        config_map="ops/scaler",
-        kubeconfig=str(kubeconfig),
-        prometheus_url=prometheus.url,
-        metrics_port=0,
-        metrics_host="127.0.0.1",
-        identity="me",
-        log_format=log_format,
-    )
-    task = asyncio.create_task(
-        run_controller(
-            options,
-            clock=clock,
-            sleeper=sleeper,
-            stop=stop,
-            install_signal_handlers=False,
-            on_started=sleeper.collect(started),
-        )
-    )
-    try:
-        await eventually(lambda: bool(started) or task.done())
-        assert started, task
+    async with running_controller(options, clock=clock, sleeper=sleeper) as running:
         await eventually(lambda: min_replicas(kube_server, "busy") == 3)
         kube_server.put_object(make_configmap("ops", "scaler", {"config.yaml": BUSY_ONLY + "\n"}))
-        applied = started[0].metrics.config_reloads.labels("applied")
+        applied = running.controller.metrics.config_reloads.labels("applied")
         await eventually(lambda: applied._value.get() >= 2)
-        stop.set()
-        assert await asyncio.wait_for(task, 20) == 0
-    finally:
-        if not task.done():
-            task.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await task
+        assert await running.stop() == 0
 
 
 async def test_json_format_covers_every_line_of_a_run(

@@ -32,7 +32,7 @@ import yaml
 
 from predictive_scaler.cli import build_parser
 from predictive_scaler.kube import ANNOTATION_BASE_MIN_REPLICAS
-from predictive_scaler.runtime import Controller, RunOptions, run_controller
+from predictive_scaler.runtime import Controller
 from tests.deploy_support import (
     DEPLOY_DIR,
     SERVICE_ACCOUNT,
@@ -40,11 +40,11 @@ from tests.deploy_support import (
     load_rbac_grants,
     render,
 )
-from tests.kube_double import DEFAULT_USER, KubeDouble, make_deployment, write_kubeconfig
+from tests.kube_double import DEFAULT_USER, KubeDouble, make_deployment
 from tests.kube_double.rbac import PolicyRule, as_rule
 from tests.prom_fixtures import PrometheusFactory
 from tests.prom_harness import PrometheusServer, Series
-from tests.support import eventually
+from tests.support import eventually, run_options, running_controller
 
 NAMESPACE, SERVICE_ACCOUNT_NAME = SERVICE_ACCOUNT
 CONFIGMAP = "predictive-scaler-config"
@@ -213,40 +213,24 @@ async def test_the_deployed_rbac_is_exactly_enough(
 
     # The Deployment's own command line, run out of cluster with the ServiceAccount's token.
     args, env = deployment_args()
-    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     assert args[0] == "run"
     parsed = build_parser().parse_args([*args, "--restore-on-exit"])
     assert parsed.config_map == f"{NAMESPACE}/{CONFIGMAP}" and not parsed.dry_run
-    kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", kube_server.url, kube_server.token)
-    options = RunOptions(
+    options = run_options(
+        kube_server,
+        prometheus.url,  # the ConfigMap names the in-cluster Service
+        tmp_path,
+        monkeypatch,
         config_map=parsed.config_map,
-        kubeconfig=str(kubeconfig),
-        prometheus_url=prometheus.url,  # the ConfigMap names the in-cluster Service
-        metrics_port=0,
-        metrics_host="127.0.0.1",
+        identity=None,
         restore_on_exit=parsed.restore_on_exit,
         log_format=parsed.log_format,
     )
     clock = VirtualTime(datetime.fromtimestamp(START, UTC))
-    started: list[Controller] = []
-    stop = asyncio.Event()
-    task = asyncio.create_task(
-        run_controller(
-            options,
-            clock=clock,
-            sleeper=clock.sleep,
-            stop=stop,
-            install_signal_handlers=False,
-            on_started=started.append,
-        ),
-        name="controller",
-    )
-    try:
-        await eventually(lambda: bool(started) or task.done())
-        assert started, task
-        controller = started[0]
+    async with running_controller(options, clock=clock, sleeper=clock.sleep) as running:
+        controller = running.controller
         assert controller.elector is not None and controller.elector.is_leader
         assert controller.elector.identity == RUN_IDENTITY
         run = Run(clock, controller, tasks=2)
@@ -313,13 +297,7 @@ async def test_the_deployed_rbac_is_exactly_enough(
 
         # Stop (SIGTERM sets the same flag): restore on exit, release the Lease.
         await run.settle()
-        stop.set()
-        assert await asyncio.wait_for(task, 30) == 0
-    finally:
-        if not task.done():
-            task.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await task
+        assert await running.stop(30) == 0
 
     assert min_replicas() == 1
     stored = kube_server.get_object(

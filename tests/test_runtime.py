@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 from datetime import UTC, datetime
@@ -18,10 +17,16 @@ from predictive_scaler.kube import KubeClient
 from predictive_scaler.leader import LeaderElector
 from predictive_scaler.reconcile import MANAGED_ANNOTATIONS
 from predictive_scaler.runtime import Controller, RunOptions, run_controller
-from tests.kube_double import KubeDouble, make_configmap, make_hpa, write_kubeconfig
+from tests.kube_double import KubeDouble, make_configmap, make_hpa
 from tests.prom_fixtures import PrometheusFactory
 from tests.prom_harness import PrometheusServer
-from tests.support import FakeClock, QuiescentSleeper, eventually
+from tests.support import (
+    FakeClock,
+    QuiescentSleeper,
+    eventually,
+    run_options,
+    running_controller,
+)
 from tests.test_reconcile import CONFIG, DATA_END, flat_series, hpa, min_replicas
 
 BUSY_ONLY = CONFIG.split("  - hpa: {namespace: idle")[0]
@@ -100,30 +105,14 @@ async def test_run_reloads_config_map_serves_metrics_and_restores_on_sigterm(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-    kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", kube_server.url, kube_server.token)
     kube_server.put_object(make_configmap("ops", "scaler", {"config.yaml": BUSY_ONLY}))
     kube_server.put_object(make_hpa("busy", "nim", 2, 10))
-
+    options = run_options(kube_server, prometheus.url, tmp_path, monkeypatch, restore_on_exit=True)
     sleeper = QuiescentSleeper(clock)
-
-    started: list[Controller] = []
-    options = RunOptions(
-        config_map="ops/scaler",
-        kubeconfig=str(kubeconfig),
-        prometheus_url=prometheus.url,
-        metrics_port=0,
-        metrics_host="127.0.0.1",
-        restore_on_exit=True,
-        identity="me",
-    )
-    task = asyncio.create_task(
-        run_controller(options, clock=clock, sleeper=sleeper, on_started=sleeper.collect(started))
-    )
-    try:
-        await eventually(lambda: bool(started) or task.done())
-        assert started, task
-        controller = started[0]
+    async with running_controller(
+        options, clock=clock, sleeper=sleeper, install_signal_handlers=True
+    ) as running:
+        controller = running.controller
         await eventually(lambda: min_replicas(kube_server, "busy") == 3)
         # The patch lands mid-cycle; the Event and the gauges follow before the cycle ends.
         await eventually(lambda: controller.health.ready)
@@ -169,12 +158,7 @@ async def test_run_reloads_config_map_serves_metrics_and_restores_on_sigterm(
         await eventually(lambda: controller.metrics.config_valid._value.get() == 1)
 
         os.kill(os.getpid(), signal.SIGTERM)
-        assert await asyncio.wait_for(task, 20) == 0
-    finally:
-        if not task.done():
-            task.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await task
+        assert await running.exit_code() == 0
     stored = hpa(kube_server, "busy")
     assert stored["spec"]["minReplicas"] == 2  # type: ignore[index]
     annotations = stored["metadata"].get("annotations") or {}  # type: ignore[attr-defined]
