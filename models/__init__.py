@@ -7,10 +7,11 @@ quantiles. This package never imports ``predictive_scaler``.
 
 from models.base import Forecast, Forecaster
 from models.errors import InsufficientHistory, InvalidSeries
-from models.registry import MODEL_NAMES, FitResult, fit_model, make_model
+from models.registry import MODEL_NAMES, SEASONAL_MODEL_NAMES, FitResult, fit_model, make_model
 
 __all__ = [
     "MODEL_NAMES",
+    "SEASONAL_MODEL_NAMES",
     "FitResult",
     "Forecast",
     "Forecaster",

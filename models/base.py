@@ -109,6 +109,9 @@ class Model(ABC):
     name: ClassVar[str]
     cost: ClassVar[int]
     """Relative fitting cost; ties in the ``auto`` choice go to the cheaper model."""
+    needs_season: ClassVar[bool] = False
+    """The model is seasonal by construction: without a season it has nothing to repeat, so
+    a configuration that names it with no season is refused."""
 
     def __init__(
         self,

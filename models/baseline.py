@@ -34,6 +34,7 @@ class SeasonalNaive(Model):
 
     name: ClassVar[str] = "seasonal_naive"
     cost: ClassVar[int] = 0
+    needs_season: ClassVar[bool] = True
 
     def _period(self, step_seconds: float) -> int | None:
         return season_points(DAY_SECONDS, step_seconds)

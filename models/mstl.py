@@ -23,6 +23,7 @@ class MSTLModel(Model):
 
     name: ClassVar[str] = "mstl"
     cost: ClassVar[int] = 5
+    needs_season: ClassVar[bool] = True
 
     def _min_points(self, step_seconds: float) -> int:
         period = season_points(DAY_SECONDS, step_seconds)

@@ -30,6 +30,10 @@ SINGLE_MODELS: dict[str, type[Model]] = {
     Sarima.name: Sarima,
 }
 MODEL_NAMES: tuple[str, ...] = (*SINGLE_MODELS, Auto.name)
+SEASONAL_MODEL_NAMES: tuple[str, ...] = tuple(
+    name for name, cls in SINGLE_MODELS.items() if cls.needs_season
+)
+"""The models that cannot work without a season (``Model.needs_season``)."""
 
 # Where each model goes when it cannot fit: one step simpler, ending at persistence.
 FALLBACK: dict[str, str] = {

@@ -1141,7 +1141,7 @@ class TestDockerfile:
                     continue  # optional (COPY README.md* may match nothing)
                 assert (REPO_ROOT / source).exists(), source
                 assert dockerignore_includes(patterns, source), source
-        for path in ("predictive_scaler/config.py", "models/base.py", "pyproject.toml"):
+        for path in ("predictive_scaler/config/loader.py", "models/base.py", "pyproject.toml"):
             assert dockerignore_includes(patterns, path), path
         for path in (
             "tests/test_deploy.py",
