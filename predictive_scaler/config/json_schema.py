@@ -112,8 +112,6 @@ _DATETIME: Final[Json] = {
 }
 
 _SHAPES: Final[Mapping[tuple[str, str], Json]] = {
-    ("policy", "quantile"): {"type": "number", "exclusiveMinimum": 0.5, "exclusiveMaximum": 1},
-    ("policy", "floorQuantile"): {"type": "number", "minimum": 0, "maximum": 0.99},
     ("policy", "seasons"): {
         "type": "array",
         "items": {"enum": list(SEASONS)},
@@ -193,6 +191,11 @@ def _value_shape(table: str, item: _Field[Any]) -> Json:
     if item.kind == "integer" and item.bounds is not None:
         low, high = item.bounds
         return {"type": "integer", "minimum": int(low), "maximum": int(high)}
+    if item.kind == "number" and item.bounds is not None:
+        low, high = item.bounds
+        if item.exclusive:
+            return {"type": "number", "exclusiveMinimum": low, "exclusiveMaximum": high}
+        return {"type": "number", "minimum": low, "maximum": high}
     if item.kind == "duration" and item.bounds is not None:
         low, high = item.bounds
         # A number of seconds in range, or text in the validation's duration syntax.

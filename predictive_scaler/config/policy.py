@@ -24,6 +24,7 @@ from predictive_scaler.config.schema import (
     _duration_field,
     _Field,
     _integer_field,
+    _number_field,
     _ordered,
 )
 
@@ -159,44 +160,24 @@ _WARMUP = _duration_field(
     "Time from pod creation to serving (node, image, weights into GPU memory). The forecast "
     "horizon is warmup + interval.",
 )
-_QUANTILE_RULE: Final = "must be a number greater than 0.5 and less than 1"
-
-
-def _parse_quantile(value: object, ctx: _Ctx, path: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.5 < value < 1:
-        raise _Invalid(_QUANTILE_RULE)
-    return float(value)
-
-
-_QUANTILE: _Field[float] = _Field(
+_QUANTILE = _number_field(
     "quantile",
-    "number",
+    "quantile",
     0.9,
-    _QUANTILE_RULE,
+    (0.5, 1),
     "Upper quantile of the forecast used for capacity; its maximum over the horizon counts.",
-    _parse_quantile,
-    "quantile",
+    exclusive=True,
 )
-_FLOOR_QUANTILE_RULE: Final = "must be a number from 0 (off) to 0.99"
-
-
-def _parse_floor_quantile(value: object, ctx: _Ctx, path: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 0.99:
-        raise _Invalid(_FLOOR_QUANTILE_RULE)
-    return float(value)
-
-
-_FLOOR_QUANTILE: _Field[float] = _Field(
+_FLOOR_QUANTILE = _number_field(
     "floorQuantile",
-    "number",
+    "floor_quantile",
     0.0,
-    _FLOOR_QUANTILE_RULE,
+    (0, 0.99),
     "History floor: capacity never goes below this quantile of the demand in the history the "
     "model was fitted on (learned at each refit). 0 turns it off. Helps a steady workload "
     "whose demand returns after lulls faster than a forecast follows; costs GPU-hours on "
     "a bursty one (docs/benchmarks.md).",
-    _parse_floor_quantile,
-    "floor_quantile",
+    rule="must be a number from 0 (off) to 0.99",
 )
 _MODEL = _choice_field(
     "model",

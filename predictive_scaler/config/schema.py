@@ -48,9 +48,11 @@ class _Field(Generic[T]):
     secret: bool = False
     """Redact the value in errors."""
     bounds: tuple[float, float] | None = None
-    """Inclusive range the parser enforces (durations in seconds); read by ``config_schema``."""
+    """Range the parser enforces (durations in seconds); read by ``json_schema``."""
+    exclusive: bool = False
+    """``bounds`` exclude their ends (a number field only)."""
     choices: tuple[str, ...] = ()
-    """Values the parser accepts, when it is a choice; read by ``config_schema``."""
+    """Values the parser accepts, when it is a choice; read by ``json_schema``."""
 
 
 def _doc_default(item: _Field[Any]) -> str:
@@ -116,6 +118,40 @@ def _integer_field(
         return value
 
     return _Field(key, "integer", default, rule, doc, parse, attr, bounds=(low, high))
+
+
+def _number_field(
+    key: str,
+    attr: str,
+    default: float,
+    bounds: tuple[float, float],
+    doc: str,
+    *,
+    exclusive: bool = False,
+    rule: str | None = None,
+) -> _Field[float]:
+    """A number (an integer counts) in ``[low, high]``, or in ``(low, high)`` when
+    ``exclusive``; ``rule`` replaces the generated rule text."""
+    low, high = bounds
+    if rule is None:
+        span = (
+            f"greater than {low:g} and less than {high:g}"
+            if exclusive
+            else f"from {low:g} to {high:g}"
+        )
+        rule = f"must be a number {span}"
+    text = rule
+
+    def parse(value: object, ctx: _Ctx, path: str) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise _Invalid(text)
+        if not (low < value < high if exclusive else low <= value <= high):
+            raise _Invalid(text)
+        return float(value)
+
+    return _Field(
+        key, "number", default, rule, doc, parse, attr, bounds=(low, high), exclusive=exclusive
+    )
 
 
 def _boolean_field(key: str, attr: str, default: bool, doc: str) -> _Field[bool]:
