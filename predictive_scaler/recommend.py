@@ -38,7 +38,8 @@ from predictive_scaler.prometheus import (
     escape_promql_string,
     render_query,
 )
-from predictive_scaler.reconcile import CycleReport, SignalReport, TargetReconciler
+from predictive_scaler.reconcile import TargetReconciler
+from predictive_scaler.reports import CycleReport, SignalReport
 from predictive_scaler.settings import CONFIG_KEY, parse_config_map_ref, prometheus_settings
 from predictive_scaler.values import KubeApiError, KubeUnavailableError
 

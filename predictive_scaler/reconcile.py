@@ -4,6 +4,9 @@ All I/O goes through narrow seams passed in (:class:`MetricSource`, :class:`HpaA
 a leadership check and a fit runner), so tests drive the real Prometheus adapter against the
 real server and the real Kubernetes adapter against the API double, with a fake clock.
 
+The read-and-forecast half (pods, demand, buffers, models) is :class:`~predictive_scaler.
+signal_read.SignalReader`; this module decides from its reports and applies the decision.
+
 State kept in memory per target (demand buffers, forecasters, the decision history, past
 forecasts waiting to come due) is only an optimisation: everything needed after a restart
 is in the HPA's annotations, and a fresh reconciler re-reads the whole history once.
@@ -14,18 +17,11 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import re
-from collections import deque
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Final, Literal, Protocol
 
-import numpy as np
-import numpy.typing as npt
-
-from models import FitResult, InsufficientHistory, InvalidSeries
-from models.series import mask_ranges
 from predictive_scaler.annotations import (
     ANNOTATION_APPLIED_MIN_REPLICAS,
     ANNOTATION_BASE_MIN_REPLICAS,
@@ -45,23 +41,14 @@ from predictive_scaler.annotations import (
     restore_history,
     state_changed,
 )
-from predictive_scaler.config import HPA_METRIC_ALIASES, Policy, Signal, Target
+from predictive_scaler.config import Target
 from predictive_scaler.decision import (
     Decision,
     DecisionHistory,
     DecisionPolicy,
     HpaLimits,
     SignalForecast,
-    compute_replicas_for,
     decide_min_replicas,
-)
-from predictive_scaler.demand_query import fetch_signal_demand
-from predictive_scaler.forecasting import (
-    ForecastSettings,
-    TargetForecaster,
-    WindowForecast,
-    refit_offset,
-    steps_for,
 )
 from predictive_scaler.logs import Logger, get_logger
 from predictive_scaler.ownership import ForeignOwner, find_foreign_owner
@@ -69,27 +56,38 @@ from predictive_scaler.ports import HpaApi
 from predictive_scaler.prometheus import (
     GroupedRanges,
     RangeResult,
-    RangeStatus,
     batch_shape,
-    escape_promql_string,
     fresh_samples_template,
     latest_sample_template,
     render_batch_query,
-    render_matchers,
-    render_query,
     reporting_pods_template,
 )
+from predictive_scaler.reports import CycleReport, SignalReport
+from predictive_scaler.signal_buffer import LIVE_ERROR_WINDOW
+from predictive_scaler.signal_buffer import PendingForecast as _Pending  # noqa: F401
+from predictive_scaler.signal_read import (
+    FitRunner,
+    MetricSource,
+    SignalReader,
+    _fetch_window,
+    _fit_in_thread,
+)
+from predictive_scaler.signal_read import SignalState as _SignalState  # noqa: F401
 from predictive_scaler.values import ConflictError, HpaSnapshot, KubeApiError
 
+# _Pending and _SignalState are imported only for the tests written before the ring buffer
+# had its own module (signal_buffer, signal_read), which still import them from here.
 __all__ = [
     "DEFAULT_BATCH_SAMPLES",
     "DEFAULT_BATCH_SIZE",
+    "LIVE_ERROR_WINDOW",
     "MANAGED_ANNOTATIONS",
     "MAX_CONFLICT_RETRIES",
     "REASON_BASE_RESTORED",
     "CycleReport",
     "DryRunShadow",
     "FetchPlan",
+    "FitRunner",
     "GroupedMetricSource",
     "HpaApi",
     "MetricSource",
@@ -99,114 +97,15 @@ __all__ = [
     "prefetch_batched",
 ]
 
-FloatArray = npt.NDArray[np.float64]
 Clock = Callable[[], datetime]
-FitRunner = Callable[[Callable[[], FitResult]], Awaitable[FitResult]]
 
 MAX_CONFLICT_RETRIES: Final = 3
 """Attempts of read-decide-patch when the HPA changes under us (409)."""
-LIVE_ERROR_WINDOW: Final = 288
-"""Forecasts that came due kept for the rolling live error and coverage."""
 REASON_BASE_RESTORED: Final = "BaseRestored"
-SELECTOR_REFRESH_SECONDS: Final = 600.0
-"""How often the scale target's pod selector is read again while the target is unchanged."""
-
-
-class MetricSource(Protocol):
-    """What a cycle needs of Prometheus (met by :class:`~predictive_scaler.prometheus.
-    PrometheusSource`)."""
-
-    async def fetch_range(
-        self, query: str, start: datetime, end: datetime, step_seconds: float
-    ) -> RangeResult: ...
 
 
 def _utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-async def _fit_in_thread(fit: Callable[[], FitResult]) -> FitResult:
-    # Fitting is CPU work (statsmodels); the event loop must keep serving the other targets.
-    return await asyncio.to_thread(fit)
-
-
-# ---------------------------------------------------------------------------- reports
-
-
-@dataclass(frozen=True)
-class SignalReport:
-    """One signal after a cycle: its forecast, or why there is none."""
-
-    name: str
-    problem: str | None
-    horizon_seconds: float
-    quantile: float
-    partial: str | None = None
-    """Why the forecast stands on partial data (it may raise, never lower)."""
-    reporting_pods: int | None = None
-    """Pods whose series the newest step sums over (None when the query's shape does not
-    allow counting them)."""
-    mean: float | None = None
-    """Mean forecast at the horizon."""
-    upper_at_horizon: float | None = None
-    upper_max: float | None = None
-    floor: float | None = None
-    """The history floor the decision takes when above ``upper_max`` (None: off)."""
-    """Calibrated upper bound of the window's peak: what the decision uses."""
-    target_per_pod: float | None = None
-    needed: int | None = None
-    model: str | None = None
-    live_abs_error: float | None = None
-    """Rolling mean absolute error of this process's forecasts that came due."""
-    live_coverage: float | None = None
-    live_peak_coverage: float | None = None
-    """Rolling share of due windows whose realised peak was at or below the bound."""
-    backtest_abs_error: float | None = None
-    """Mean absolute error at the horizon of the model's out-of-sample walk forward over the
-    held-out recent history (measured at the last refit)."""
-    backtest_coverage: float | None = None
-    backtest_count: int = 0
-    backtest_peak_coverage: float | None = None
-    """Share of the walk forward's window peaks at or below the window-peak bound."""
-    points: int = 0
-    """Demand points in the buffer."""
-    fresh_until: datetime | None = None
-    """When the forecast's data goes stale (newest sample + staleAfter): past this it must not
-    be published, since nothing new has entered it."""
-
-    @property
-    def data_ok(self) -> bool:
-        return self.problem is None
-
-
-@dataclass(frozen=True)
-class CycleReport:
-    """What one cycle found, decided and did."""
-
-    target: str
-    namespace: str
-    hpa: str
-    at: datetime
-    signals: tuple[SignalReport, ...]
-    min_replicas_before: int | None = None
-    max_replicas: int | None = None
-    current_replicas: int | None = None
-    base_min_replicas: int | None = None
-    recommended: int | None = None
-    """The decision's minReplicas (applied or not)."""
-    applied: int | None = None
-    """spec.minReplicas after the cycle."""
-    reason: str | None = None
-    message: str | None = None
-    patch_result: str | None = None
-    """``applied``, ``conflict``, ``failed``, ``dry_run``; ``None`` when nothing to change."""
-    error: str | None = None
-    """Why the cycle could not decide (the HPA could not be read)."""
-    error_status: int | None = None
-    """HTTP status of that failure; 0 when the API server did not answer."""
-    owner: str | None = None
-    """``Kind/name`` of the controller that owns the HPA (KEDA's ScaledObject...): the cycle
-    forecast and published but did not patch (``reason`` says ``OwnedByKEDA``...)."""
 
 
 # ---------------------------------------------------------------------------- base
@@ -264,166 +163,6 @@ def _merged(current: Mapping[str, str], patch: Mapping[str, str | None]) -> dict
         else:
             merged[key] = value
     return merged
-
-
-# ---------------------------------------------------------------------------- per signal
-
-
-@dataclass
-class _Pending:
-    due: float
-    mean: float
-    upper: float
-    start: float = math.nan
-    """First step of the window (the one after the newest point seen)."""
-    peak: float = math.nan
-    """The window-peak bound the decision took."""
-
-
-@dataclass
-class _SignalState:
-    """One signal's demand buffer and model.
-
-    The buffer is a ring of ``capacity`` points allocated once: a steady cycle writes its
-    new point in place, so nothing the size of the history is allocated per cycle; the
-    ordered history is copied out only to fit (:meth:`window`).
-    """
-
-    signal: Signal
-    forecaster: TargetForecaster
-    capacity: int
-    step: float
-    key: str = ""
-    """Stable id of the target's signal (refit staggering)."""
-    start: float | None = None
-    """Epoch seconds of the oldest buffered point."""
-    _ring: FloatArray = field(default_factory=lambda: np.empty(0), repr=False)
-    _head: int = 0
-    """Ring index of the oldest point."""
-    size: int = 0
-    """Points in the buffer."""
-    pending: deque[_Pending] = field(default_factory=deque)
-    errors: deque[float] = field(default_factory=lambda: deque(maxlen=LIVE_ERROR_WINDOW))
-    covered: deque[bool] = field(default_factory=lambda: deque(maxlen=LIVE_ERROR_WINDOW))
-    peak_covered: deque[bool] = field(default_factory=lambda: deque(maxlen=LIVE_ERROR_WINDOW))
-    fit_problem: str | None = None
-    newest_sample: float | None = None
-    """Epoch seconds of the newest sample seen, by its own timestamp (None when the query's
-    shape does not allow asking; freshness is then judged on the grid)."""
-    _oldest_finite: float | None = None
-
-    @property
-    def values(self) -> FloatArray:
-        """All buffered points, oldest first (a copy)."""
-        return self.window(self.size)
-
-    def window(self, points: int) -> FloatArray:
-        """The newest ``points`` points (at most all), oldest first, as a new array."""
-        n = min(max(points, 0), self.size)
-        first = (self._head + self.size - n) % max(self.capacity, 1)
-        if first + n <= self._ring.size:
-            return self._ring[first : first + n].copy()
-        return np.concatenate([self._ring[first:], self._ring[: first + n - self._ring.size]])
-
-    @property
-    def last(self) -> float | None:
-        """Epoch seconds of the newest point."""
-        if self.start is None or not self.size:
-            return None
-        return self.start + (self.size - 1) * self.step
-
-    def reset(self) -> None:
-        """Forget the buffered points (keeps the allocation)."""
-        self.start, self._head, self.size = None, 0, 0
-        self._oldest_finite = None
-        self.newest_sample = None
-
-    def append(self, start: float, new: FloatArray) -> None:
-        """Append points that follow the buffer (the first at ``start`` when it is empty);
-        keep the newest ``capacity``."""
-        arr = np.asarray(new, dtype=np.float64)
-        cap, step = self.capacity, self.step
-        if self._ring.size != cap:
-            self._ring = np.empty(cap)
-        if self.start is None or not self.size:
-            self.start, self._head, self.size = start, 0, 0
-        if arr.size >= cap:
-            self.start += (self.size + arr.size - cap) * step
-            self._ring[:] = arr[arr.size - cap :]
-            self._head, self.size = 0, cap
-            return
-        at = (self._head + self.size) % cap
-        first = min(arr.size, cap - at)
-        self._ring[at : at + first] = arr[:first]
-        self._ring[: arr.size - first] = arr[first:]
-        self.size += arr.size
-        overflow = self.size - cap
-        if overflow > 0:
-            self._head = (self._head + overflow) % cap
-            self.size = cap
-            self.start += overflow * step
-
-    def _at(self, index: int) -> float:
-        return float(self._ring[(self._head + index) % self.capacity])
-
-    def value_at(self, when: float) -> float:
-        if self.start is None:
-            return math.nan
-        index = round((when - self.start) / self.step)
-        if 0 <= index < self.size:
-            return self._at(index)
-        return math.nan
-
-    def settle(self) -> None:
-        """Score past forecasts whose time has come against what happened."""
-        last = self.last
-        while self.pending and last is not None and self.pending[0].due <= last:
-            item = self.pending.popleft()
-            actual = self.value_at(item.due)
-            if math.isfinite(actual):
-                self.errors.append(abs(actual - item.mean))
-                self.covered.append(actual <= item.upper + 1e-12)
-            # The window's realised peak against the bound the decision took on it; only a
-            # window with every step observed is scored.
-            if math.isfinite(item.peak) and math.isfinite(item.start):
-                steps = round((item.due - item.start) / self.step) + 1
-                seen = [self.value_at(item.start + k * self.step) for k in range(steps)]
-                if seen and all(math.isfinite(v) for v in seen):
-                    self.peak_covered.append(max(seen) <= item.peak + 1e-12)
-
-    def observed_seconds(self) -> float:
-        """From the oldest observed (finite) point to the newest point: how much history the
-        model really has. The oldest one is cached until the ring drops it."""
-        if self.start is None or not self.size:
-            return 0.0
-        oldest = self._oldest_finite
-        if oldest is None or oldest < self.start:
-            finite = np.flatnonzero(np.isfinite(self.values))
-            oldest = self.start + float(finite[0]) * self.step if finite.size else None
-            self._oldest_finite = oldest
-        last = self.last
-        return 0.0 if oldest is None or last is None else last - oldest + self.step
-
-    def newest_finite(self) -> float | None:
-        if self.start is None or not self.size:
-            return None
-        if math.isfinite(self._at(self.size - 1)):  # the usual case: no scan of the history
-            return self.start + (self.size - 1) * self.step
-        finite = np.flatnonzero(np.isfinite(self.values))
-        if not finite.size:
-            return None
-        return self.start + float(finite[-1]) * self.step
-
-
-def _fetch_window(state: _SignalState, now: datetime) -> tuple[float, float]:
-    """Epoch seconds of the first and last point the next fetch asks for: the whole history
-    at first, then only what follows the newest point (``start > end``: nothing new)."""
-    step = state.step
-    end = math.floor(now.timestamp() / step) * step
-    oldest = end - (state.capacity - 1) * step
-    last = state.last
-    start = oldest if last is None else max(last + step, oldest)
-    return start, end
 
 
 @dataclass(frozen=True, eq=False)
@@ -519,7 +258,7 @@ async def prefetch_batched(
 # ---------------------------------------------------------------------------- reconciler
 
 
-class TargetReconciler:
+class TargetReconciler(SignalReader):
     """Runs cycles for one target. Not safe to run two cycles of one target at once."""
 
     def __init__(
@@ -535,61 +274,37 @@ class TargetReconciler:
         fit_runner: FitRunner = _fit_in_thread,
         logger: Logger | None = None,
     ) -> None:
-        self.target = target
-        self.source = source
+        super().__init__(
+            target,
+            source,
+            logger=logger or get_logger(target=target.id),
+            scale_selector=getattr(kube, "read_scale_selector", None),
+            fit_runner=fit_runner,
+        )
         self.kube = kube
         self.clock = clock
         self.may_patch = may_patch
         self.dry_run = dry_run or target.policy.dry_run
         self.emit_events = emit_events
-        self.fit_runner = fit_runner
-        self.log = logger or get_logger(target=target.id)
         p = target.policy
-        self.settings = ForecastSettings(
-            step_seconds=p.step_seconds,
-            horizon_seconds=p.horizon_seconds,
-            model=p.model,
-            quantile=p.quantile,
-            floor_quantile=p.floor_quantile,
-            seasons=p.seasons,
-            history_seconds=p.history_seconds,
-            refit_interval_seconds=p.refit_interval_seconds,
-            max_age_seconds=p.stale_after_seconds,
-        )
         self.decision_policy = DecisionPolicy(
             scale_up_step=p.scale_up_step,
             scale_down_delay_seconds=p.scale_down_delay_seconds,
             scale_down_step=p.scale_down_step,
             missing_data_hold_seconds=p.missing_data_hold_seconds,
         )
-        self._signals = self._fresh_signals()
         self._history = DecisionHistory()
         self._history_known = False
         """Whether the history is this process's own (or handed over on a reload); until then
         the first cycle takes it from the HPA's state annotation."""
         self.shadow: DryRunShadow | None = None
         """In dry run, the minReplicas and annotations it would have applied."""
-        self.match_labels: dict[str, str] = dict(target.match_labels)
-        """Equality matchers of the target's pods: the namespace, then the configured
-        selector, or else the labels of its HPA's scale target (once read)."""
-        self._set_matchers: tuple[str, ...] = ()
-        """Set-based requirements of the scale target's selector (``in``, ``notin``...)."""
-        self.matchers = render_matchers(self.match_labels)
-        """What ``${matchers}`` stands for in this target's queries."""
-        self.pods_selector: str | None = None
-        """The scale subresource's ``status.selector`` the matchers come from, once read."""
-        self._selector_read: tuple[tuple[tuple[str, str], ...], float] | None = None
-        self._prefetched: dict[tuple[object, ...], RangeResult] = {}
         self._owner_reported: ForeignOwner | None = None
         """The owner the last Warning Event was about (one Event per owner, not per cycle)."""
         self._owner_logged: ForeignOwner | None = None
         self._info_stale_since: datetime | None = None
         """First cycle of the current run whose reason code or model differed from the HPA's
         annotations (``annotations.decide_info_refresh``)."""
-
-    @property
-    def policy(self) -> Policy:
-        return self.target.policy
 
     @property
     def history(self) -> DecisionHistory:
@@ -625,60 +340,6 @@ class TargetReconciler:
             tracking_since=_iso_or_none(self._history.tracking_since),
             peaks=len(self._history.recommendations),
         )
-
-    def _fresh_signals(self) -> dict[str, _SignalState]:
-        p, t = self.target.policy, self.target
-        capacity = steps_for(p.history_seconds, p.step_seconds)
-        return {
-            s.name: _SignalState(
-                s,
-                TargetForecaster(self.settings),
-                capacity,
-                p.step_seconds,
-                key=f"{t.namespace}/{t.name}/{s.name}",
-            )
-            for s in t.signals
-        }
-
-    async def _resolve_pods(self, snapshot: HpaSnapshot, now: datetime) -> None:
-        """Find the target's pods as the HPA controller does: from its scale target's
-        ``status.selector``, rendered into ``${matchers}``. A configured ``selector`` wins.
-        Read again when the scale target changes, else every :data:`SELECTOR_REFRESH_SECONDS`;
-        when the pods change, the buffered history (of other pods) is dropped."""
-        if self.target.selector:
-            return
-        reader = getattr(self.kube, "read_scale_selector", None)
-        if reader is None:
-            return
-        ref = tuple(sorted(snapshot.scale_target_ref.items()))
-        last = self._selector_read
-        if (
-            last is not None
-            and last[0] == ref
-            and now.timestamp() - last[1] < (SELECTOR_REFRESH_SECONDS)
-        ):
-            return
-        self._selector_read = (ref, now.timestamp())  # a failure is retried after as long
-        try:
-            selector = await reader(self.target.namespace, snapshot.scale_target_ref)
-        except KubeApiError as error:
-            # Keep the pods we had (or the namespace): a failed read is no reason to stop.
-            self.log.warning("scale_selector_failed", status=error.status, error=str(error))
-            return
-        if selector == self.pods_selector:
-            return
-        try:
-            equal, other = selector_matchers(selector or "")
-        except ValueError as error:
-            self.log.warning("scale_selector_unusable", selector=selector, error=str(error))
-            return
-        labels = {"namespace": self.target.namespace, **equal}
-        matchers = ",".join(x for x in (render_matchers(labels), *other) if x)
-        if self.pods_selector is not None or any(s.size for s in self._signals.values()):
-            self._signals = self._fresh_signals()  # history of other pods
-        self.log.info("pods_selected", selector=selector, matchers=matchers)
-        self.pods_selector, self.match_labels = selector, labels
-        self._set_matchers, self.matchers = other, matchers
 
     # ------------------------------------------------------------------ the cycle
 
@@ -730,33 +391,14 @@ class TargetReconciler:
             snapshot = await self.kube.read_hpa(t.namespace, t.name)
         except KubeApiError as error:
             self.log.warning("hpa_read_failed", status=error.status, error=str(error))
-            signals = tuple(self._idle_report(s) for s in self._signals.values())
+            signals = self.idle_reports()
             return CycleReport(
                 t.id, t.namespace, t.name, now, signals, error=str(error), error_status=error.status
             )
 
         self._adopt_stored_clocks(snapshot, now)
-        await self._resolve_pods(snapshot, now)
-        reports = [
-            self._with_target(await self._contained_signal(state, now), snapshot, state.signal)
-            for state in self._signals.values()
-        ]
+        reports = await self.read_signals(snapshot, now)
         return await self._decide_and_apply(snapshot, reports, now)
-
-    async def _contained_signal(self, state: _SignalState, now: datetime) -> SignalReport:
-        """The signal's report; an unexpected exception becomes its data problem, so the
-        cycle still decides (hold, then decay) instead of ending without a decision."""
-        try:
-            return await self._forecast_signal(state, now)
-        except Exception as error:  # CancelledError is not an Exception: it propagates
-            self.log.exception("signal_failed", signal=state.signal.name, error=str(error))
-            return SignalReport(
-                state.signal.name,
-                f"internal error: {type(error).__name__}: {error}",
-                self.settings.horizon_steps * self.settings.step_seconds,
-                self.settings.quantile,
-                points=state.size,
-            )
 
     async def _decide_and_apply(
         self, snapshot: HpaSnapshot, reports: list[SignalReport], now: datetime
@@ -1062,286 +704,6 @@ class TargetReconciler:
                 )
             return True
         return False
-
-    # ------------------------------------------------------------------ per signal
-
-    def _idle_report(self, state: _SignalState) -> SignalReport:
-        return SignalReport(
-            state.signal.name,
-            "not evaluated: the HPA could not be read",
-            self.settings.horizon_steps * self.settings.step_seconds,
-            self.settings.quantile,
-        )
-
-    def _with_target(
-        self, report: SignalReport, snapshot: HpaSnapshot, signal: Signal
-    ) -> SignalReport:
-        per_pod = signal.target_per_pod
-        if per_pod is None and signal.hpa_metric is not None:
-            for name in HPA_METRIC_ALIASES.get(signal.hpa_metric, (signal.hpa_metric,)):
-                per_pod = snapshot.target_average_value_for(name)
-                if per_pod is not None:
-                    break
-        if per_pod is None or not per_pod > 0:
-            problem = (
-                f"no target per pod: the HPA has no AverageValue target for "
-                f"{signal.hpa_metric!r} and targetPerPod is not set"
-            )
-            return replace(report, problem=report.problem or problem)
-        needed = (
-            compute_replicas_for(report.upper_max, per_pod)
-            if report.upper_max is not None and report.problem is None
-            else None
-        )
-        partial = report.partial
-        running = snapshot.current_replicas
-        if report.reporting_pods is not None and report.reporting_pods < running:
-            # A pod that does not report is not a pod without load (the HPA's own caution):
-            # the sum is a lower bound, so it may raise, never lower.
-            partial = partial or f"{report.reporting_pods} of {running} pods reporting"
-        return replace(report, target_per_pod=per_pod, needed=needed, partial=partial)
-
-    async def _forecast_signal(self, state: _SignalState, now: datetime) -> SignalReport:
-        p = self.policy
-        horizon = self.settings.horizon_steps * self.settings.step_seconds
-        base = SignalReport(state.signal.name, None, horizon, p.quantile)
-        problem, new_start, new, partial = await self._fetch(state, now)
-        reporting, count_problem = await self._reporting_pods(state, now)
-        base = replace(base, partial=partial or count_problem, reporting_pods=reporting)
-        if new is not None and new_start is not None:
-            new = self._mask(new_start, new)
-            state.append(new_start, new)
-            self._settle(state)
-        newest = state.newest_finite()
-        if newest is not None and state.newest_sample is not None:
-            newest = min(newest, state.newest_sample)  # the sample's own time, not the grid's
-        now_s = now.timestamp()
-        if problem is None:
-            if newest is None:
-                problem = "no data: no sample in the history"
-            elif now_s - newest > p.stale_after_seconds:
-                problem = f"stale: newest sample is {now_s - newest:.0f}s old"
-            elif state.observed_seconds() < p.min_history_seconds:
-                # Too little history to forecast from: data, not a forecast, is missing.
-                problem = (
-                    f"history too short: {state.observed_seconds() / 3600:.1f}h observed, "
-                    f"minHistory is {p.min_history_seconds / 3600:.1f}h"
-                )
-        if state.size and new is not None:
-            fit_problem = await self._refit_or_observe(state, new)
-            problem = problem or fit_problem
-        if state.forecaster.model is None:
-            problem = problem or state.fit_problem or "no model fitted yet"
-            return replace(base, problem=problem, points=state.size)
-        last = state.last
-        # The window runs from the newest point the model has seen to now + warm-up +
-        # interval, so the age of that point lengthens it.
-        age = now_s - last if last is not None else 0.0
-        try:
-            window = state.forecaster.forecast(age_seconds=age)
-        except (ValueError, RuntimeError) as error:
-            problem = f"forecast failed: {error}"
-            return replace(base, problem=problem, points=state.size)
-        if problem is None and last is not None:
-            state.pending.append(
-                _Pending(
-                    last + window.horizon_seconds,
-                    window.mean_at_horizon,
-                    window.upper_at_horizon,
-                    last + state.step,
-                    window.upper_max,
-                )
-            )
-        return self._report(base, state, window, problem)
-
-    def _report(
-        self,
-        base: SignalReport,
-        state: _SignalState,
-        window: WindowForecast,
-        problem: str | None,
-    ) -> SignalReport:
-        backtest = state.forecaster.backtest_
-        return replace(
-            base,
-            problem=problem,
-            mean=window.mean_at_horizon,
-            upper_at_horizon=window.upper_at_horizon,
-            upper_max=window.upper_max,
-            floor=window.floor,
-            model=window.model,
-            live_abs_error=float(np.mean(state.errors)) if state.errors else None,
-            live_coverage=float(np.mean(state.covered)) if state.covered else None,
-            live_peak_coverage=(float(np.mean(state.peak_covered)) if state.peak_covered else None),
-            backtest_abs_error=backtest.abs_error,
-            backtest_coverage=backtest.coverage,
-            backtest_count=backtest.count,
-            backtest_peak_coverage=backtest.peak_coverage,
-            points=state.size,
-            fresh_until=_fresh_until(state, self.policy.stale_after_seconds),
-        )
-
-    async def _fetch(
-        self, state: _SignalState, now: datetime
-    ) -> tuple[str | None, float | None, FloatArray | None, str | None]:
-        """New demand points since the last fetch: (problem, first point's time, values,
-        why they are partial).
-
-        The first fetch reads the whole history; later ones only from the newest point on.
-        On a failed or empty answer nothing advances, so the next cycle asks again. A failed
-        queue or running query (one failed batch chunk fails it for all its targets) keeps
-        the new points out as well: they would be uncorrected, and the buffer is the model's
-        history, so they are fetched again, complete, once the query answers.
-        """
-        step = state.step
-        start, end = _fetch_window(state, now)
-        last = state.last
-        if last is not None and last + step < start:
-            state.reset()  # gap longer than the history
-        if start > end:
-            return None, None, None, None
-        read = await fetch_signal_demand(state.signal, self._range, start, end, step, self.log)
-        if read.newest_sample is not None:
-            state.newest_sample = max(read.newest_sample, state.newest_sample or read.newest_sample)
-        if read.values is None:
-            return read.problem, None, None, read.partial
-        return read.problem, start, read.values, read.partial
-
-    async def _reporting_pods(
-        self, state: _SignalState, now: datetime
-    ) -> tuple[int | None, str | None]:
-        """Pods the newest step of the demand sums over, and why they could not be counted."""
-        template = reporting_pods_template(state.signal.query)
-        if template is None:
-            return None, None
-        _, end = _fetch_window(state, now)
-        answer = await self._range(template, end, end, state.step)
-        if answer.status is RangeStatus.ERROR:
-            return None, f"pod count query failed: {answer.message}"
-        if answer.status is RangeStatus.EMPTY or not answer.values.size:
-            return 0, None
-        value = float(answer.values[-1])
-        return (round(value) if math.isfinite(value) else 0), None
-
-    async def _range(self, template: str, start: float, end: float, step: float) -> RangeResult:
-        # Only an answer for the pods as they are now (the scale target may have just been read).
-        labels = tuple(self.match_labels.items())
-        prefetched = self._prefetched.pop((template, start, end, step, labels), None)
-        if prefetched is not None:
-            return prefetched
-        query = render_query(template, {}, raw={"matchers": self.matchers})
-        return await self.source.fetch_range(
-            query,
-            datetime.fromtimestamp(start, UTC),
-            datetime.fromtimestamp(end, UTC),
-            step,
-        )
-
-    def _mask(self, start: float, values: FloatArray) -> FloatArray:
-        if not self.policy.exclude:
-            return values
-        ranges = [(e.start.timestamp(), e.end.timestamp()) for e in self.policy.exclude]
-        return mask_ranges(start, self.settings.step_seconds, values, ranges)
-
-    def _settle(self, state: _SignalState) -> None:
-        state.settle()
-
-    async def _refit_or_observe(self, state: _SignalState, new: FloatArray) -> str | None:
-        """Refit when due (off the event loop), else absorb the new points; the problem if the
-        model could not be fitted."""
-        forecaster = state.forecaster
-        if not forecaster.needs_refit():
-            forecaster.observe(new)
-            return None
-        window = state.window(self.settings.history_points)
-        fit = forecaster.fit_job(window)
-        # The first fit of a target counts as partly aged, so the refits of targets started
-        # together spread over the refit interval (never later than it).
-        age = (
-            0
-            if forecaster.model is not None
-            else refit_offset(state.key, self.settings.refit_points)
-        )
-        try:
-            result = await self.fit_runner(fit)
-        except (InsufficientHistory, InvalidSeries) as error:
-            state.fit_problem = f"history too short or unusable: {error}"
-            self.log.warning("forecast_fit_failed", signal=state.signal.name, error=str(error))
-            if forecaster.model is not None:
-                forecaster.observe(new)  # keep the old model going on the new points
-            return state.fit_problem
-        except Exception as error:  # a dead worker, a fit over its budget, a model's bug
-            state.fit_problem = f"fit failed: {type(error).__name__}: {error}"
-            self.log.warning(
-                "forecast_fit_failed", signal=state.signal.name, error=state.fit_problem
-            )
-            if forecaster.model is not None:
-                forecaster.observe(new)
-            return state.fit_problem
-        forecaster.adopt(result, age_points=age, history=window)
-        state.fit_problem = None
-        self.log.info(
-            "forecast_refitted",
-            signal=state.signal.name,
-            requested=result.requested,
-            model=str(result.model.describe().get("model")),
-            points=int(window.size),
-            notes=result.notes or None,
-        )
-        return None
-
-
-_SELECTOR_REQUIREMENT: Final = re.compile(
-    r"\s*(?:(?P<neg>!)\s*(?P<absent>[^\s!=,()]+)"
-    r"|(?P<key>[^\s!=,()]+)\s*(?:(?P<op>==|=|!=)\s*(?P<value>[^\s,()]*)"
-    r"|\s+(?P<set>in|notin)\s*\((?P<values>[^)]*)\))?)\s*(?:,|$)"
-)
-
-
-def prometheus_label_name(label: str) -> str:
-    """A Kubernetes label key as Prometheus' Kubernetes discovery names it on a pod's series
-    (``__meta_kubernetes_pod_label_<name>`` mapped by ``labelmap``): every character outside
-    ``[a-zA-Z0-9_]`` becomes ``_`` (``app.kubernetes.io/name`` -> ``app_kubernetes_io_name``)."""
-    return re.sub(r"[^a-zA-Z0-9_]", "_", label)
-
-
-def selector_matchers(selector: str) -> tuple[dict[str, str], tuple[str, ...]]:
-    """A serialized Kubernetes label selector (a scale's ``status.selector``, e.g.
-    ``app=nim,tier in (a,b),!canary``) as PromQL: equality requirements as labels, the others
-    as rendered matchers. ``ValueError`` for text that is not a selector."""
-    equal: dict[str, str] = {}
-    other: list[str] = []
-    position = 0
-    text = selector.strip()
-    while position < len(text):
-        match = _SELECTOR_REQUIREMENT.match(text, position)
-        if match is None or match.end() == position:
-            raise ValueError(f"not a label selector: {selector!r}")
-        position = match.end()
-        if match.group("neg"):
-            other.append(f'{prometheus_label_name(match.group("absent"))}=""')
-            continue
-        name = prometheus_label_name(match.group("key"))
-        op, value = match.group("op"), match.group("value")
-        if op in ("=", "=="):
-            equal[name] = value
-        elif op == "!=":
-            other.append(f'{name}!="{escape_promql_string(value)}"')
-        elif match.group("set"):
-            values = [v.strip() for v in match.group("values").split(",") if v.strip()]
-            regex = "|".join(re.escape(v) for v in values)
-            op_text = "=~" if match.group("set") == "in" else "!~"
-            other.append(f'{name}{op_text}"{escape_promql_string(regex)}"')
-        else:
-            other.append(f'{name}!=""')  # the key exists
-    return equal, tuple(other)
-
-
-def _fresh_until(state: _SignalState, stale_after_seconds: float) -> datetime | None:
-    newest = state.newest_finite()
-    if newest is None:
-        return None
-    return datetime.fromtimestamp(newest + stale_after_seconds, UTC)
 
 
 def _stored_clocks(annotations: Mapping[str, str]) -> ClockState | None:

@@ -46,7 +46,8 @@ from predictive_scaler.prometheus import (
     render_matchers,
     render_query,
 )
-from predictive_scaler.reconcile import determine_base, selector_matchers
+from predictive_scaler.promql import selector_matchers
+from predictive_scaler.reconcile import determine_base
 from predictive_scaler.settings import prometheus_settings
 from predictive_scaler.values import KubeApiError
 

@@ -1,0 +1,465 @@
+"""The read-and-forecast half of a target's cycle: find the target's pods, fetch each
+signal's new demand, keep its buffer and model (refit or observe), and forecast it.
+
+:class:`SignalReader` holds what a target keeps per signal between cycles (the ring buffer,
+the model, the forecasts waiting to come due); :class:`~predictive_scaler.reconcile.
+TargetReconciler` builds on it and decides and applies. The result of this half is one
+:class:`~predictive_scaler.reports.SignalReport` per signal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Final, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from models import FitResult, InsufficientHistory, InvalidSeries
+from models.series import mask_ranges
+from predictive_scaler.config import HPA_METRIC_ALIASES, Policy, Signal, Target
+from predictive_scaler.decision import compute_replicas_for
+from predictive_scaler.demand_query import fetch_signal_demand
+from predictive_scaler.forecasting import (
+    ForecastSettings,
+    TargetForecaster,
+    WindowForecast,
+    refit_offset,
+    steps_for,
+)
+from predictive_scaler.logs import Logger
+from predictive_scaler.prometheus import (
+    RangeResult,
+    RangeStatus,
+    render_matchers,
+    render_query,
+    reporting_pods_template,
+)
+from predictive_scaler.promql import selector_matchers
+from predictive_scaler.reports import SignalReport
+from predictive_scaler.signal_buffer import PendingForecast, SignalBuffer
+from predictive_scaler.values import HpaSnapshot, KubeApiError
+
+__all__ = [
+    "SELECTOR_REFRESH_SECONDS",
+    "FitRunner",
+    "MetricSource",
+    "ScaleSelectorReader",
+    "SignalReader",
+    "SignalState",
+]
+
+FloatArray = npt.NDArray[np.float64]
+FitRunner = Callable[[Callable[[], FitResult]], Awaitable[FitResult]]
+ScaleSelectorReader = Callable[[str, Mapping[str, str]], Awaitable[str | None]]
+"""``(namespace, scale target ref) -> status.selector`` of the HPA's scale target."""
+
+SELECTOR_REFRESH_SECONDS: Final = 600.0
+"""How often the scale target's pod selector is read again while the target is unchanged."""
+
+
+class MetricSource(Protocol):
+    """What a cycle needs of Prometheus (met by :class:`~predictive_scaler.prometheus.
+    PrometheusSource`)."""
+
+    async def fetch_range(
+        self, query: str, start: datetime, end: datetime, step_seconds: float
+    ) -> RangeResult: ...
+
+
+async def _fit_in_thread(fit: Callable[[], FitResult]) -> FitResult:
+    # Fitting is CPU work (statsmodels); the event loop must keep serving the other targets.
+    return await asyncio.to_thread(fit)
+
+
+class SignalState(SignalBuffer):
+    """One signal of a target: its demand buffer, its model and why the last fit failed."""
+
+    def __init__(
+        self,
+        signal: Signal,
+        forecaster: TargetForecaster,
+        capacity: int,
+        step: float,
+        *,
+        key: str = "",
+    ) -> None:
+        super().__init__(capacity, step)
+        self.signal = signal
+        self.forecaster = forecaster
+        self.key = key
+        """Stable id of the target's signal (refit staggering)."""
+        self.fit_problem: str | None = None
+
+
+def _fetch_window(state: SignalBuffer, now: datetime) -> tuple[float, float]:
+    """Epoch seconds of the first and last point the next fetch asks for (``start > end``:
+    nothing new)."""
+    return state.fetch_window(now.timestamp())
+
+
+def _fresh_until(state: SignalBuffer, stale_after_seconds: float) -> datetime | None:
+    newest = state.newest_finite()
+    if newest is None:
+        return None
+    return datetime.fromtimestamp(newest + stale_after_seconds, UTC)
+
+
+class SignalReader:
+    """Reads and forecasts every signal of one target, cycle after cycle."""
+
+    def __init__(
+        self,
+        target: Target,
+        source: MetricSource,
+        *,
+        logger: Logger,
+        scale_selector: ScaleSelectorReader | None = None,
+        fit_runner: FitRunner = _fit_in_thread,
+    ) -> None:
+        self.target = target
+        self.source = source
+        self.scale_selector = scale_selector
+        """Reads the scale target's pod selector (``None``: the pods are the namespace's, or
+        the configured selector's)."""
+        self.fit_runner = fit_runner
+        self.log = logger
+        p = target.policy
+        self.settings = ForecastSettings(
+            step_seconds=p.step_seconds,
+            horizon_seconds=p.horizon_seconds,
+            model=p.model,
+            quantile=p.quantile,
+            floor_quantile=p.floor_quantile,
+            seasons=p.seasons,
+            history_seconds=p.history_seconds,
+            refit_interval_seconds=p.refit_interval_seconds,
+            max_age_seconds=p.stale_after_seconds,
+        )
+        self._signals = self._fresh_signals()
+        self.match_labels: dict[str, str] = dict(target.match_labels)
+        """Equality matchers of the target's pods: the namespace, then the configured
+        selector, or else the labels of its HPA's scale target (once read)."""
+        self._set_matchers: tuple[str, ...] = ()
+        """Set-based requirements of the scale target's selector (``in``, ``notin``...)."""
+        self.matchers = render_matchers(self.match_labels)
+        """What ``${matchers}`` stands for in this target's queries."""
+        self.pods_selector: str | None = None
+        """The scale subresource's ``status.selector`` the matchers come from, once read."""
+        self._selector_read: tuple[tuple[tuple[str, str], ...], float] | None = None
+        self._prefetched: dict[tuple[object, ...], RangeResult] = {}
+        """Batched answers for this cycle's range queries (each used once)."""
+
+    @property
+    def policy(self) -> Policy:
+        return self.target.policy
+
+    async def read_signals(self, snapshot: HpaSnapshot, now: datetime) -> list[SignalReport]:
+        """This cycle's report of every signal, against the HPA as read now."""
+        await self._resolve_pods(snapshot, now)
+        return [
+            self._with_target(await self._contained_signal(state, now), snapshot, state.signal)
+            for state in self._signals.values()
+        ]
+
+    def idle_reports(self) -> tuple[SignalReport, ...]:
+        """Every signal's report of a cycle that could not read the HPA."""
+        return tuple(self._idle_report(s) for s in self._signals.values())
+
+    def _fresh_signals(self) -> dict[str, SignalState]:
+        p, t = self.target.policy, self.target
+        capacity = steps_for(p.history_seconds, p.step_seconds)
+        return {
+            s.name: SignalState(
+                s,
+                TargetForecaster(self.settings),
+                capacity,
+                p.step_seconds,
+                key=f"{t.namespace}/{t.name}/{s.name}",
+            )
+            for s in t.signals
+        }
+
+    async def _resolve_pods(self, snapshot: HpaSnapshot, now: datetime) -> None:
+        """Find the target's pods as the HPA controller does: from its scale target's
+        ``status.selector``, rendered into ``${matchers}``. A configured ``selector`` wins.
+        Read again when the scale target changes, else every :data:`SELECTOR_REFRESH_SECONDS`;
+        when the pods change, the buffered history (of other pods) is dropped."""
+        if self.target.selector:
+            return
+        reader = self.scale_selector
+        if reader is None:
+            return
+        ref = tuple(sorted(snapshot.scale_target_ref.items()))
+        last = self._selector_read
+        if (
+            last is not None
+            and last[0] == ref
+            and now.timestamp() - last[1] < (SELECTOR_REFRESH_SECONDS)
+        ):
+            return
+        self._selector_read = (ref, now.timestamp())  # a failure is retried after as long
+        try:
+            selector = await reader(self.target.namespace, snapshot.scale_target_ref)
+        except KubeApiError as error:
+            # Keep the pods we had (or the namespace): a failed read is no reason to stop.
+            self.log.warning("scale_selector_failed", status=error.status, error=str(error))
+            return
+        if selector == self.pods_selector:
+            return
+        try:
+            equal, other = selector_matchers(selector or "")
+        except ValueError as error:
+            self.log.warning("scale_selector_unusable", selector=selector, error=str(error))
+            return
+        labels = {"namespace": self.target.namespace, **equal}
+        matchers = ",".join(x for x in (render_matchers(labels), *other) if x)
+        if self.pods_selector is not None or any(s.size for s in self._signals.values()):
+            self._signals = self._fresh_signals()  # history of other pods
+        self.log.info("pods_selected", selector=selector, matchers=matchers)
+        self.pods_selector, self.match_labels = selector, labels
+        self._set_matchers, self.matchers = other, matchers
+
+    async def _contained_signal(self, state: SignalState, now: datetime) -> SignalReport:
+        """The signal's report; an unexpected exception becomes its data problem, so the
+        cycle still decides (hold, then decay) instead of ending without a decision."""
+        try:
+            return await self._forecast_signal(state, now)
+        except Exception as error:  # CancelledError is not an Exception: it propagates
+            self.log.exception("signal_failed", signal=state.signal.name, error=str(error))
+            return SignalReport(
+                state.signal.name,
+                f"internal error: {type(error).__name__}: {error}",
+                self.settings.horizon_steps * self.settings.step_seconds,
+                self.settings.quantile,
+                points=state.size,
+            )
+
+    def _idle_report(self, state: SignalState) -> SignalReport:
+        return SignalReport(
+            state.signal.name,
+            "not evaluated: the HPA could not be read",
+            self.settings.horizon_steps * self.settings.step_seconds,
+            self.settings.quantile,
+        )
+
+    def _with_target(
+        self, report: SignalReport, snapshot: HpaSnapshot, signal: Signal
+    ) -> SignalReport:
+        per_pod = signal.target_per_pod
+        if per_pod is None and signal.hpa_metric is not None:
+            for name in HPA_METRIC_ALIASES.get(signal.hpa_metric, (signal.hpa_metric,)):
+                per_pod = snapshot.target_average_value_for(name)
+                if per_pod is not None:
+                    break
+        if per_pod is None or not per_pod > 0:
+            problem = (
+                f"no target per pod: the HPA has no AverageValue target for "
+                f"{signal.hpa_metric!r} and targetPerPod is not set"
+            )
+            return replace(report, problem=report.problem or problem)
+        needed = (
+            compute_replicas_for(report.upper_max, per_pod)
+            if report.upper_max is not None and report.problem is None
+            else None
+        )
+        partial = report.partial
+        running = snapshot.current_replicas
+        if report.reporting_pods is not None and report.reporting_pods < running:
+            # A pod that does not report is not a pod without load (the HPA's own caution):
+            # the sum is a lower bound, so it may raise, never lower.
+            partial = partial or f"{report.reporting_pods} of {running} pods reporting"
+        return replace(report, target_per_pod=per_pod, needed=needed, partial=partial)
+
+    async def _forecast_signal(self, state: SignalState, now: datetime) -> SignalReport:
+        p = self.policy
+        horizon = self.settings.horizon_steps * self.settings.step_seconds
+        base = SignalReport(state.signal.name, None, horizon, p.quantile)
+        problem, new_start, new, partial = await self._fetch(state, now)
+        reporting, count_problem = await self._reporting_pods(state, now)
+        base = replace(base, partial=partial or count_problem, reporting_pods=reporting)
+        if new is not None and new_start is not None:
+            new = self._mask(new_start, new)
+            state.append(new_start, new)
+            self._settle(state)
+        newest = state.newest_finite()
+        if newest is not None and state.newest_sample is not None:
+            newest = min(newest, state.newest_sample)  # the sample's own time, not the grid's
+        now_s = now.timestamp()
+        if problem is None:
+            if newest is None:
+                problem = "no data: no sample in the history"
+            elif now_s - newest > p.stale_after_seconds:
+                problem = f"stale: newest sample is {now_s - newest:.0f}s old"
+            elif state.observed_seconds() < p.min_history_seconds:
+                # Too little history to forecast from: data, not a forecast, is missing.
+                problem = (
+                    f"history too short: {state.observed_seconds() / 3600:.1f}h observed, "
+                    f"minHistory is {p.min_history_seconds / 3600:.1f}h"
+                )
+        if state.size and new is not None:
+            fit_problem = await self._refit_or_observe(state, new)
+            problem = problem or fit_problem
+        if state.forecaster.model is None:
+            problem = problem or state.fit_problem or "no model fitted yet"
+            return replace(base, problem=problem, points=state.size)
+        last = state.last
+        # The window runs from the newest point the model has seen to now + warm-up +
+        # interval, so the age of that point lengthens it.
+        age = now_s - last if last is not None else 0.0
+        try:
+            window = state.forecaster.forecast(age_seconds=age)
+        except (ValueError, RuntimeError) as error:
+            problem = f"forecast failed: {error}"
+            return replace(base, problem=problem, points=state.size)
+        if problem is None and last is not None:
+            state.pending.append(
+                PendingForecast(
+                    last + window.horizon_seconds,
+                    window.mean_at_horizon,
+                    window.upper_at_horizon,
+                    last + state.step,
+                    window.upper_max,
+                )
+            )
+        return self._report(base, state, window, problem)
+
+    def _report(
+        self,
+        base: SignalReport,
+        state: SignalState,
+        window: WindowForecast,
+        problem: str | None,
+    ) -> SignalReport:
+        backtest = state.forecaster.backtest_
+        return replace(
+            base,
+            problem=problem,
+            mean=window.mean_at_horizon,
+            upper_at_horizon=window.upper_at_horizon,
+            upper_max=window.upper_max,
+            floor=window.floor,
+            model=window.model,
+            live_abs_error=float(np.mean(state.errors)) if state.errors else None,
+            live_coverage=float(np.mean(state.covered)) if state.covered else None,
+            live_peak_coverage=(float(np.mean(state.peak_covered)) if state.peak_covered else None),
+            backtest_abs_error=backtest.abs_error,
+            backtest_coverage=backtest.coverage,
+            backtest_count=backtest.count,
+            backtest_peak_coverage=backtest.peak_coverage,
+            points=state.size,
+            fresh_until=_fresh_until(state, self.policy.stale_after_seconds),
+        )
+
+    async def _fetch(
+        self, state: SignalState, now: datetime
+    ) -> tuple[str | None, float | None, FloatArray | None, str | None]:
+        """New demand points since the last fetch: (problem, first point's time, values,
+        why they are partial).
+
+        The first fetch reads the whole history; later ones only from the newest point on.
+        On a failed or empty answer nothing advances, so the next cycle asks again. A failed
+        queue or running query (one failed batch chunk fails it for all its targets) keeps
+        the new points out as well: they would be uncorrected, and the buffer is the model's
+        history, so they are fetched again, complete, once the query answers.
+        """
+        step = state.step
+        start, end = _fetch_window(state, now)
+        last = state.last
+        if last is not None and last + step < start:
+            state.reset()  # gap longer than the history
+        if start > end:
+            return None, None, None, None
+        read = await fetch_signal_demand(state.signal, self._range, start, end, step, self.log)
+        if read.newest_sample is not None:
+            state.newest_sample = max(read.newest_sample, state.newest_sample or read.newest_sample)
+        if read.values is None:
+            return read.problem, None, None, read.partial
+        return read.problem, start, read.values, read.partial
+
+    async def _reporting_pods(
+        self, state: SignalState, now: datetime
+    ) -> tuple[int | None, str | None]:
+        """Pods the newest step of the demand sums over, and why they could not be counted."""
+        template = reporting_pods_template(state.signal.query)
+        if template is None:
+            return None, None
+        _, end = _fetch_window(state, now)
+        answer = await self._range(template, end, end, state.step)
+        if answer.status is RangeStatus.ERROR:
+            return None, f"pod count query failed: {answer.message}"
+        if answer.status is RangeStatus.EMPTY or not answer.values.size:
+            return 0, None
+        value = float(answer.values[-1])
+        return (round(value) if math.isfinite(value) else 0), None
+
+    async def _range(self, template: str, start: float, end: float, step: float) -> RangeResult:
+        # Only an answer for the pods as they are now (the scale target may have just been read).
+        labels = tuple(self.match_labels.items())
+        prefetched = self._prefetched.pop((template, start, end, step, labels), None)
+        if prefetched is not None:
+            return prefetched
+        query = render_query(template, {}, raw={"matchers": self.matchers})
+        return await self.source.fetch_range(
+            query,
+            datetime.fromtimestamp(start, UTC),
+            datetime.fromtimestamp(end, UTC),
+            step,
+        )
+
+    def _mask(self, start: float, values: FloatArray) -> FloatArray:
+        if not self.policy.exclude:
+            return values
+        ranges = [(e.start.timestamp(), e.end.timestamp()) for e in self.policy.exclude]
+        return mask_ranges(start, self.settings.step_seconds, values, ranges)
+
+    def _settle(self, state: SignalState) -> None:
+        state.settle()
+
+    async def _refit_or_observe(self, state: SignalState, new: FloatArray) -> str | None:
+        """Refit when due (off the event loop), else absorb the new points; the problem if the
+        model could not be fitted."""
+        forecaster = state.forecaster
+        if not forecaster.needs_refit():
+            forecaster.observe(new)
+            return None
+        window = state.window(self.settings.history_points)
+        fit = forecaster.fit_job(window)
+        # The first fit of a target counts as partly aged, so the refits of targets started
+        # together spread over the refit interval (never later than it).
+        age = (
+            0
+            if forecaster.model is not None
+            else refit_offset(state.key, self.settings.refit_points)
+        )
+        try:
+            result = await self.fit_runner(fit)
+        except (InsufficientHistory, InvalidSeries) as error:
+            state.fit_problem = f"history too short or unusable: {error}"
+            self.log.warning("forecast_fit_failed", signal=state.signal.name, error=str(error))
+            if forecaster.model is not None:
+                forecaster.observe(new)  # keep the old model going on the new points
+            return state.fit_problem
+        except Exception as error:  # a dead worker, a fit over its budget, a model's bug
+            state.fit_problem = f"fit failed: {type(error).__name__}: {error}"
+            self.log.warning(
+                "forecast_fit_failed", signal=state.signal.name, error=state.fit_problem
+            )
+            if forecaster.model is not None:
+                forecaster.observe(new)
+            return state.fit_problem
+        forecaster.adopt(result, age_points=age, history=window)
+        state.fit_problem = None
+        self.log.info(
+            "forecast_refitted",
+            signal=state.signal.name,
+            requested=result.requested,
+            model=str(result.model.describe().get("model")),
+            points=int(window.size),
+            notes=result.notes or None,
+        )
+        return None
