@@ -162,8 +162,21 @@ class Controller:
         if now_leading != was:
             log.info("leadership_acquired" if now_leading else "leadership_lost")
             self._announced_leading = now_leading
+            if now_leading:
+                self._decide_held_back_writes(now)
         self.metrics.set_leader(now_leading)
         return now_leading
+
+    def _decide_held_back_writes(self, now: datetime) -> None:
+        """Hot standby: a follower runs every cycle (fetch, fit, decide) and writes nothing.
+        The targets whose last cycle would have written, and did not only because we did not
+        lead, are due again now that we do, so a failover's first patch comes with the Lease
+        instead of up to an interval later; the others keep their cadence."""
+        for key, report in self.last_reports.items():
+            reconciler = self.reconcilers.get(key)
+            if reconciler is None or reconciler.dry_run or report.patch_result != "dry_run":
+                continue
+            self.dispatcher.schedule(key, now)
 
     # ------------------------------------------------------------------ configuration
 
