@@ -28,7 +28,7 @@ from datetime import datetime, timedelta
 from typing import Final
 
 from predictive_scaler.logs import get_logger
-from predictive_scaler.reports import CycleReport
+from predictive_scaler.values import CycleReport
 from predictive_scaler.workqueue import WorkQueue
 
 __all__ = [

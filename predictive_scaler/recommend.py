@@ -39,9 +39,8 @@ from predictive_scaler.prometheus import (
     render_query,
 )
 from predictive_scaler.reconcile import TargetReconciler
-from predictive_scaler.reports import CycleReport, SignalReport
 from predictive_scaler.settings import CONFIG_KEY, parse_config_map_ref, prometheus_settings
-from predictive_scaler.values import KubeApiError, KubeUnavailableError
+from predictive_scaler.values import CycleReport, KubeApiError, KubeUnavailableError, SignalReport
 
 __all__ = ["RecommendError", "RecommendOptions", "format_table", "recommend", "report_to_json"]
 

@@ -62,7 +62,6 @@ from predictive_scaler.prometheus import (
     render_batch_query,
     reporting_pods_template,
 )
-from predictive_scaler.reports import CycleReport, SignalReport
 from predictive_scaler.signal_buffer import LIVE_ERROR_WINDOW
 from predictive_scaler.signal_buffer import PendingForecast as _Pending  # noqa: F401
 from predictive_scaler.signal_read import (
@@ -73,7 +72,13 @@ from predictive_scaler.signal_read import (
     _fit_in_thread,
 )
 from predictive_scaler.signal_read import SignalState as _SignalState  # noqa: F401
-from predictive_scaler.values import ConflictError, HpaSnapshot, KubeApiError
+from predictive_scaler.values import (
+    ConflictError,
+    CycleReport,
+    HpaSnapshot,
+    KubeApiError,
+    SignalReport,
+)
 
 # _Pending and _SignalState are imported only for the tests written before the ring buffer
 # had its own module (signal_buffer, signal_read), which still import them from here.

@@ -4,7 +4,7 @@ signal's new demand, keep its buffer and model (refit or observe), and forecast 
 :class:`SignalReader` holds what a target keeps per signal between cycles (the ring buffer,
 the model, the forecasts waiting to come due); :class:`~predictive_scaler.reconcile.
 TargetReconciler` builds on it and decides and applies. The result of this half is one
-:class:`~predictive_scaler.reports.SignalReport` per signal.
+:class:`~predictive_scaler.values.SignalReport` per signal.
 """
 
 from __future__ import annotations
@@ -40,9 +40,8 @@ from predictive_scaler.prometheus import (
     reporting_pods_template,
 )
 from predictive_scaler.promql import selector_matchers
-from predictive_scaler.reports import SignalReport
 from predictive_scaler.signal_buffer import PendingForecast, SignalBuffer
-from predictive_scaler.values import HpaSnapshot, KubeApiError
+from predictive_scaler.values import HpaSnapshot, KubeApiError, SignalReport
 
 __all__ = [
     "SELECTOR_REFRESH_SECONDS",
