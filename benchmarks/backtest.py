@@ -19,7 +19,6 @@ from typing import Any
 from predictive_scaler.backtest import SimulationSettings, simulate
 from predictive_scaler.baselines import BASELINES, SweepSettings
 from predictive_scaler.config import parse_duration
-from predictive_scaler.decision import DecisionPolicy
 from predictive_scaler.traces import load_trace
 
 DEFAULT_TRACES = Path(__file__).resolve().parents[2] / "shared" / "data" / "traces"
@@ -83,7 +82,9 @@ def main() -> int:
         settings = replace(settings, floor_quantile=args.floor_quantile)
     if args.scale_down_delay:
         delay = parse_duration(args.scale_down_delay, allow_zero=True)
-        settings = replace(settings, decision=DecisionPolicy(scale_down_delay_seconds=delay))
+        settings = replace(
+            settings, decision=replace(settings.decision, scale_down_delay_seconds=delay)
+        )
     jobs = [(p, w) for p in paths for w in warmups]
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
         futures = [pool.submit(run_one, p, w, settings, args.frontier) for p, w in jobs]

@@ -52,6 +52,7 @@ from predictive_scaler.decision import (
 )
 from predictive_scaler.demand import compute_demand
 from predictive_scaler.forecasting import ForecastSettings, TargetForecaster, steps_for
+from predictive_scaler.policy_settings import decision_policy
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -63,16 +64,6 @@ POLICIES = ("reactive", "predictive", "oracle")
 DEFAULT_POLICY: Final = Policy()
 """A target's policy when the configuration overrides nothing: the one source of the
 simulation's defaults (and so of the backtest's flags)."""
-
-
-def decision_policy(policy: Policy) -> DecisionPolicy:
-    """The decision's knobs of a target's policy, as the live loop sets them."""
-    return DecisionPolicy(
-        scale_up_step=policy.scale_up_step,
-        scale_down_delay_seconds=policy.scale_down_delay_seconds,
-        scale_down_step=policy.scale_down_step,
-        missing_data_hold_seconds=policy.missing_data_hold_seconds,
-    )
 
 
 @dataclass(frozen=True)

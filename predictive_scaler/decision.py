@@ -30,17 +30,18 @@ MISSING_DATA_DECAY = "MissingDataDecay"
 
 @dataclass(frozen=True)
 class DecisionPolicy:
-    """The knobs of the decision."""
+    """The knobs of the decision. No defaults of its own: a target's policy sets them
+    (``policy_settings.decision_policy``), and the policy's defaults live in its field table."""
 
-    scale_up_step: int = 4
+    scale_up_step: int
     """Most that minReplicas may rise in one cycle. The HPA jumps straight to a raised
     minReplicas, skipping its own behaviours, so this is the only brake on a wrong
     forecast."""
-    scale_down_delay_seconds: float = 600.0
+    scale_down_delay_seconds: float
     """How long the forecast must have asked for less before minReplicas is lowered."""
-    scale_down_step: int = 1
+    scale_down_step: int
     """Most that minReplicas may fall in one cycle."""
-    missing_data_hold_seconds: float = 1800.0
+    missing_data_hold_seconds: float
     """On missing or bad data, hold minReplicas this long, then decay to the base."""
 
     def __post_init__(self) -> None:

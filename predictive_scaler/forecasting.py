@@ -11,6 +11,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Final
 
 import numpy as np
 import numpy.typing as npt
@@ -19,28 +20,34 @@ from models import FitResult, Forecaster, fit_model
 from models.auto import Auto
 from models.base import Calibration, Model
 from models.series import from_first_observed
+from predictive_scaler.config import Policy
 from predictive_scaler.decision import compute_history_floor
 
 FloatArray = npt.NDArray[np.float64]
 
+_DEFAULT_POLICY: Final = Policy()
+
 
 @dataclass(frozen=True)
 class ForecastSettings:
-    """How a target is forecast."""
+    """How a target is forecast. The policy's knobs default to the policy's own defaults (its
+    field table); ``policy_settings.forecast_settings`` builds them from a target's policy."""
 
     step_seconds: float
     horizon_seconds: float
     """Warm-up plus one cycle: capacity must cover the whole window."""
-    model: str = "auto"
-    quantile: float = 0.9
-    floor_quantile: float = 0.0
+    model: str = _DEFAULT_POLICY.model
+    quantile: float = _DEFAULT_POLICY.quantile
+    floor_quantile: float = _DEFAULT_POLICY.floor_quantile
     """History floor (``decision.compute_history_floor``) learned at each fit; 0 is off."""
-    seasons: tuple[str, ...] = ("daily", "weekly")
-    history_seconds: float = 7 * 86_400.0
-    refit_interval_seconds: float = 21_600.0
+    seasons: tuple[str, ...] = _DEFAULT_POLICY.seasons
+    history_seconds: float = _DEFAULT_POLICY.history_seconds
+    refit_interval_seconds: float = _DEFAULT_POLICY.refit_interval_seconds
     max_age_seconds: float = 0.0
-    """How old the newest point may be when forecasting (``staleAfter``): a fit keeps its
-    quantiles far enough out to cover the horizon from a point that old."""
+    """How old the newest point may be when forecasting (the live loop's ``staleAfter``): a
+    fit keeps its quantiles far enough out to cover the horizon from a point that old. 0, a
+    fresh point, is not a policy default but the simulator's case: it forecasts from the step
+    it has just seen."""
 
     @property
     def horizon_steps(self) -> int:

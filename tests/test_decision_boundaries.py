@@ -22,7 +22,12 @@ from predictive_scaler.decision import (
 
 NOW = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 # A wide brake and no delay, so only the clamp shapes the answer.
-OPEN = DecisionPolicy(scale_up_step=100, scale_down_delay_seconds=0, scale_down_step=100)
+OPEN = DecisionPolicy(
+    scale_up_step=100,
+    scale_down_delay_seconds=0,
+    scale_down_step=100,
+    missing_data_hold_seconds=1800,
+)
 SETTLED = DecisionHistory(tracking_since=NOW - timedelta(hours=1))
 PER_POD = 0.5
 

@@ -122,7 +122,12 @@ def _settings(warmup_seconds: float) -> SimulationSettings:
         seasons=("daily",),
         history_seconds=2 * 86_400.0,
         refit_interval_seconds=7_200.0,
-        decision=DecisionPolicy(scale_up_step=2, scale_down_delay_seconds=900.0),
+        decision=DecisionPolicy(
+            scale_up_step=2,
+            scale_down_delay_seconds=900.0,
+            scale_down_step=1,
+            missing_data_hold_seconds=1800.0,
+        ),
     )
 
 
