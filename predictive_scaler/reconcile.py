@@ -52,6 +52,7 @@ from predictive_scaler.decision import (
 )
 from predictive_scaler.logs import Logger, get_logger
 from predictive_scaler.ownership import ForeignOwner, find_foreign_owner
+from predictive_scaler.policy_settings import decision_policy
 from predictive_scaler.ports import HpaApi
 from predictive_scaler.prometheus import (
     GroupedRanges,
@@ -291,13 +292,7 @@ class TargetReconciler(SignalReader):
         self.may_patch = may_patch
         self.dry_run = dry_run or target.policy.dry_run
         self.emit_events = emit_events
-        p = target.policy
-        self.decision_policy = DecisionPolicy(
-            scale_up_step=p.scale_up_step,
-            scale_down_delay_seconds=p.scale_down_delay_seconds,
-            scale_down_step=p.scale_down_step,
-            missing_data_hold_seconds=p.missing_data_hold_seconds,
-        )
+        self.decision_policy: DecisionPolicy = decision_policy(target.policy)
         self._history = DecisionHistory()
         self._history_known = False
         """Whether the history is this process's own (or handed over on a reload); until then

@@ -32,6 +32,7 @@ from predictive_scaler.forecasting import (
     steps_for,
 )
 from predictive_scaler.logs import Logger
+from predictive_scaler.policy_settings import forecast_settings
 from predictive_scaler.prometheus import (
     RangeResult,
     RangeStatus,
@@ -127,18 +128,7 @@ class SignalReader:
         the configured selector's)."""
         self.fit_runner = fit_runner
         self.log = logger
-        p = target.policy
-        self.settings = ForecastSettings(
-            step_seconds=p.step_seconds,
-            horizon_seconds=p.horizon_seconds,
-            model=p.model,
-            quantile=p.quantile,
-            floor_quantile=p.floor_quantile,
-            seasons=p.seasons,
-            history_seconds=p.history_seconds,
-            refit_interval_seconds=p.refit_interval_seconds,
-            max_age_seconds=p.stale_after_seconds,
-        )
+        self.settings: ForecastSettings = forecast_settings(target.policy)
         self._signals = self._fresh_signals()
         self.match_labels: dict[str, str] = dict(target.match_labels)
         """Equality matchers of the target's pods: the namespace, then the configured

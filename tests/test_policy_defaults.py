@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import inspect
 from dataclasses import MISSING, fields
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -134,3 +135,24 @@ def test_the_backtest_flags_default_to_the_policy_and_say_the_tables_default() -
         else:
             shown = format_duration(value) if kinds[attr] == "duration" else f"{value:g}"
         assert f"({shown})" in flags[flag].help, (flag, flags[flag].help)
+
+
+def test_the_mapping_from_a_policy_is_written_once() -> None:
+    # The live loop and the simulator build their settings through policy_settings; the
+    # simulator alone builds a ForecastSettings of its own (at the trace's step, from its
+    # SimulationSettings).
+    package = Path(__file__).resolve().parents[1] / "predictive_scaler"
+    built: dict[str, set[str]] = {"DecisionPolicy": set(), "ForecastSettings": set()}
+    for path in sorted(package.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            name = (
+                node.func.id
+                if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+                else ""
+            )
+            if name in built:
+                built[name].add(path.relative_to(package).as_posix())
+    assert built == {
+        "DecisionPolicy": {"policy_settings.py"},
+        "ForecastSettings": {"policy_settings.py", "backtest.py"},
+    }
