@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
+from predictive_scaler.batching import prefetch_batched
 from predictive_scaler.config import Config, ConfigError, Target, load_config_file, parse_config
 from predictive_scaler.dispatch import Dispatcher, TargetKey
 from predictive_scaler.fit_runner import DEFAULT_FIT_TIMEOUT_SECONDS, ThreadFitRunner
@@ -28,7 +29,6 @@ from predictive_scaler.reconcile import (
     FitRunner,
     HpaApi,
     TargetReconciler,
-    prefetch_batched,
 )
 from predictive_scaler.restore import OrphanSweep, RestoreQueue
 from predictive_scaler.settings import CONFIG_KEY, prometheus_settings

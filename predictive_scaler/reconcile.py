@@ -14,13 +14,11 @@ is in the HPA's annotations, and a fresh reconciler re-reads the whole history o
 
 from __future__ import annotations
 
-import asyncio
 import json
-import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Final, Literal, Protocol
+from typing import Final, Literal
 
 from predictive_scaler.annotations import (
     ANNOTATION_APPLIED_MIN_REPLICAS,
@@ -41,6 +39,13 @@ from predictive_scaler.annotations import (
     restore_history,
     state_changed,
 )
+from predictive_scaler.batching import (
+    DEFAULT_BATCH_SAMPLES,
+    DEFAULT_BATCH_SIZE,
+    FetchPlan,
+    GroupedMetricSource,
+    prefetch_batched,
+)
 from predictive_scaler.config import Target
 from predictive_scaler.decision import (
     Decision,
@@ -54,22 +59,12 @@ from predictive_scaler.logs import Logger, get_logger
 from predictive_scaler.ownership import ForeignOwner, find_foreign_owner
 from predictive_scaler.policy_settings import decision_policy
 from predictive_scaler.ports import HpaApi
-from predictive_scaler.prometheus import (
-    GroupedRanges,
-    RangeResult,
-    batch_shape,
-    fresh_samples_template,
-    latest_sample_template,
-    render_batch_query,
-    reporting_pods_template,
-)
 from predictive_scaler.signal_buffer import LIVE_ERROR_WINDOW
 from predictive_scaler.signal_buffer import PendingForecast as _Pending  # noqa: F401
 from predictive_scaler.signal_read import (
     FitRunner,
     MetricSource,
     SignalReader,
-    _fetch_window,
     _fit_in_thread,
 )
 from predictive_scaler.signal_read import SignalState as _SignalState  # noqa: F401
@@ -171,96 +166,6 @@ def _merged(current: Mapping[str, str], patch: Mapping[str, str | None]) -> dict
     return merged
 
 
-@dataclass(frozen=True, eq=False)
-class FetchPlan:
-    """One range query of one target's cycle that a batched query can answer."""
-
-    reconciler: TargetReconciler
-    template: str
-    metric: str
-    labels: Mapping[str, str]
-    start: float
-    end: float
-    step: float
-    kind: str = "sum"
-    """What the batched query computes per target (``prometheus.batch_shape``)."""
-
-
-class GroupedMetricSource(Protocol):
-    """A source that can answer a batched query split by labels (met by
-    :class:`~predictive_scaler.prometheus.PrometheusSource`)."""
-
-    async def fetch_range_grouped(
-        self,
-        query: str,
-        by: Sequence[str],
-        start: datetime,
-        end: datetime,
-        step_seconds: float,
-    ) -> RangeResult | GroupedRanges: ...
-
-
-DEFAULT_BATCH_SIZE: Final = 100
-"""Most targets per batched query (keeps the regex and the URL short)."""
-DEFAULT_BATCH_SAMPLES: Final = 200_000
-"""Most samples per batched answer: the JSON of a first fetch (7 days at 1 m is 10,080
-points per target) is parsed into Python objects, about 150 bytes a sample, so this keeps a
-batch near 30 MB instead of hundreds."""
-
-
-async def prefetch_batched(
-    plans: Sequence[FetchPlan],
-    source: GroupedMetricSource,
-    *,
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    max_samples: int = DEFAULT_BATCH_SAMPLES,
-    concurrency: int = 2,
-) -> int:
-    """Answer many targets' range queries with few batched ones, and hand each target its
-    part (:meth:`TargetReconciler.accept_prefetched`); returns the number of queries made.
-
-    Plans are grouped by (metric, label names, start, end, step): targets that share the
-    query shape and the window. Each group becomes ``sum by (<labels>) (metric{l=~"a|b"})``
-    in chunks of at most ``batch_size`` targets and ``max_samples`` samples; the answer for a
-    target is the group of its label values, judged exactly as its own query's answer would
-    be. A failed batch is an ERROR for each of its targets, as their own queries would have
-    been. Targets whose queries have another shape keep their own queries (nothing is
-    prefetched for them).
-    """
-    groups: dict[tuple[object, ...], list[FetchPlan]] = {}
-    for plan in plans:
-        key = (plan.metric, plan.kind, tuple(plan.labels), plan.start, plan.end, plan.step)
-        groups.setdefault(key, []).append(plan)
-    chunks = []
-    for members in groups.values():
-        first = members[0]
-        points = math.floor((first.end - first.start) / first.step + 1e-9) + 1
-        size = max(1, min(batch_size, max_samples // points))
-        chunks += [members[i : i + size] for i in range(0, len(members), size)]
-    limit = asyncio.Semaphore(max(1, concurrency))
-
-    async def run(chunk: list[FetchPlan]) -> None:
-        first = chunk[0]
-        query, names = render_batch_query(first.metric, [p.labels for p in chunk], kind=first.kind)
-        async with limit:
-            answer = await source.fetch_range_grouped(
-                query,
-                names,
-                datetime.fromtimestamp(first.start, UTC),
-                datetime.fromtimestamp(first.end, UTC),
-                first.step,
-            )
-        for plan in chunk:
-            if isinstance(answer, RangeResult):
-                result = answer
-            else:
-                result = answer.get(tuple(plan.labels[name] for name in names))
-            plan.reconciler.accept_prefetched(plan, result)
-
-    await asyncio.gather(*(run(chunk) for chunk in chunks))
-    return len(chunks)
-
-
 # ---------------------------------------------------------------------------- reconciler
 
 
@@ -342,40 +247,6 @@ class TargetReconciler(SignalReader):
         )
 
     # ------------------------------------------------------------------ the cycle
-
-    def plan_fetches(self, now: datetime) -> list[FetchPlan]:
-        """The range queries this cycle will make (when ``now`` is the cycle's time) that a
-        batched query can answer: templates of the preset shape only."""
-        plans: list[FetchPlan] = []
-        for state in self._signals.values():
-            start, end = _fetch_window(state, now)
-            signal = state.signal
-            windows: list[tuple[str | None, float]] = [(reporting_pods_template(signal.query), end)]
-            if start <= end:
-                windows += [
-                    (signal.query, start),
-                    (fresh_samples_template(signal.query, state.step), start),
-                    (latest_sample_template(signal.query), end),
-                    (signal.queue_query, start),
-                    (signal.running_query, start),
-                ]
-            for template, first in windows:
-                shape = batch_shape(template) if template is not None else None
-                if template is None or shape is None:
-                    continue
-                kind, metric = shape
-                if self._set_matchers:
-                    continue  # a set-based pod selector has no batched form
-                labels = self.match_labels
-                plans.append(
-                    FetchPlan(self, template, metric, labels, first, end, state.step, kind=kind)
-                )
-        return plans
-
-    def accept_prefetched(self, plan: FetchPlan, result: RangeResult) -> None:
-        """Hold a batched answer for this cycle's fetch of ``plan`` (used once)."""
-        key = (plan.template, plan.start, plan.end, plan.step, tuple(plan.labels.items()))
-        self._prefetched[key] = result
 
     async def reconcile(self) -> CycleReport:
         """One cycle. Raises only for unexpected failures; API failures are reported."""

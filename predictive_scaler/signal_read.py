@@ -21,6 +21,7 @@ import numpy.typing as npt
 
 from models import FitResult, InsufficientHistory, InvalidSeries
 from models.series import mask_ranges
+from predictive_scaler.batching import FetchPlan
 from predictive_scaler.config import HPA_METRIC_ALIASES, Policy, Signal, Target
 from predictive_scaler.decision import compute_replicas_for
 from predictive_scaler.demand_query import fetch_signal_demand
@@ -36,6 +37,9 @@ from predictive_scaler.policy_settings import forecast_settings
 from predictive_scaler.prometheus import (
     RangeResult,
     RangeStatus,
+    batch_shape,
+    fresh_samples_template,
+    latest_sample_template,
     render_matchers,
     render_query,
     reporting_pods_template,
@@ -158,6 +162,40 @@ class SignalReader:
     def idle_reports(self) -> tuple[SignalReport, ...]:
         """Every signal's report of a cycle that could not read the HPA."""
         return tuple(self._idle_report(s) for s in self._signals.values())
+
+    def plan_fetches(self, now: datetime) -> list[FetchPlan]:
+        """The range queries this cycle will make (when ``now`` is the cycle's time) that a
+        batched query can answer: templates of the preset shape only."""
+        plans: list[FetchPlan] = []
+        for state in self._signals.values():
+            start, end = _fetch_window(state, now)
+            signal = state.signal
+            windows: list[tuple[str | None, float]] = [(reporting_pods_template(signal.query), end)]
+            if start <= end:
+                windows += [
+                    (signal.query, start),
+                    (fresh_samples_template(signal.query, state.step), start),
+                    (latest_sample_template(signal.query), end),
+                    (signal.queue_query, start),
+                    (signal.running_query, start),
+                ]
+            for template, first in windows:
+                shape = batch_shape(template) if template is not None else None
+                if template is None or shape is None:
+                    continue
+                kind, metric = shape
+                if self._set_matchers:
+                    continue  # a set-based pod selector has no batched form
+                labels = self.match_labels
+                plans.append(
+                    FetchPlan(self, template, metric, labels, first, end, state.step, kind=kind)
+                )
+        return plans
+
+    def accept_prefetched(self, plan: FetchPlan, result: RangeResult) -> None:
+        """Hold a batched answer for this cycle's fetch of ``plan`` (used once)."""
+        key = (plan.template, plan.start, plan.end, plan.step, tuple(plan.labels.items()))
+        self._prefetched[key] = result
 
     def _fresh_signals(self) -> dict[str, SignalState]:
         p, t = self.target.policy, self.target

@@ -1,0 +1,124 @@
+"""Many targets' range queries answered by few batched ones.
+
+A target's cycle says which of its queries a batched query can answer
+(:meth:`~predictive_scaler.signal_read.SignalReader.plan_fetches`: the presets' shapes
+only); :func:`prefetch_batched` groups those of many targets by shape and window, asks one
+``sum by (<labels>) (...)`` per chunk, and hands each target its part before its cycle runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Final, Protocol
+
+from predictive_scaler.prometheus import GroupedRanges, RangeResult, render_batch_query
+
+__all__ = [
+    "DEFAULT_BATCH_SAMPLES",
+    "DEFAULT_BATCH_SIZE",
+    "FetchPlan",
+    "GroupedMetricSource",
+    "PrefetchTarget",
+    "prefetch_batched",
+]
+
+
+class PrefetchTarget(Protocol):
+    """What takes a batched answer for one of its cycle's queries (met by
+    :class:`~predictive_scaler.signal_read.SignalReader`)."""
+
+    def accept_prefetched(self, plan: FetchPlan, result: RangeResult) -> None: ...
+
+
+@dataclass(frozen=True, eq=False)
+class FetchPlan:
+    """One range query of one target's cycle that a batched query can answer."""
+
+    reconciler: PrefetchTarget
+    template: str
+    metric: str
+    labels: Mapping[str, str]
+    start: float
+    end: float
+    step: float
+    kind: str = "sum"
+    """What the batched query computes per target (``prometheus.batch_shape``)."""
+
+
+class GroupedMetricSource(Protocol):
+    """A source that can answer a batched query split by labels (met by
+    :class:`~predictive_scaler.prometheus.PrometheusSource`)."""
+
+    async def fetch_range_grouped(
+        self,
+        query: str,
+        by: Sequence[str],
+        start: datetime,
+        end: datetime,
+        step_seconds: float,
+    ) -> RangeResult | GroupedRanges: ...
+
+
+DEFAULT_BATCH_SIZE: Final = 100
+"""Most targets per batched query (keeps the regex and the URL short)."""
+DEFAULT_BATCH_SAMPLES: Final = 200_000
+"""Most samples per batched answer: the JSON of a first fetch (7 days at 1 m is 10,080
+points per target) is parsed into Python objects, about 150 bytes a sample, so this keeps a
+batch near 30 MB instead of hundreds."""
+
+
+async def prefetch_batched(
+    plans: Sequence[FetchPlan],
+    source: GroupedMetricSource,
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    max_samples: int = DEFAULT_BATCH_SAMPLES,
+    concurrency: int = 2,
+) -> int:
+    """Answer many targets' range queries with few batched ones, and hand each target its
+    part (:meth:`PrefetchTarget.accept_prefetched`); returns the number of queries made.
+
+    Plans are grouped by (metric, label names, start, end, step): targets that share the
+    query shape and the window. Each group becomes ``sum by (<labels>) (metric{l=~"a|b"})``
+    in chunks of at most ``batch_size`` targets and ``max_samples`` samples; the answer for a
+    target is the group of its label values, judged exactly as its own query's answer would
+    be. A failed batch is an ERROR for each of its targets, as their own queries would have
+    been. Targets whose queries have another shape keep their own queries (nothing is
+    prefetched for them).
+    """
+    groups: dict[tuple[object, ...], list[FetchPlan]] = {}
+    for plan in plans:
+        key = (plan.metric, plan.kind, tuple(plan.labels), plan.start, plan.end, plan.step)
+        groups.setdefault(key, []).append(plan)
+    chunks = []
+    for members in groups.values():
+        first = members[0]
+        points = math.floor((first.end - first.start) / first.step + 1e-9) + 1
+        size = max(1, min(batch_size, max_samples // points))
+        chunks += [members[i : i + size] for i in range(0, len(members), size)]
+    limit = asyncio.Semaphore(max(1, concurrency))
+
+    async def run(chunk: list[FetchPlan]) -> None:
+        first = chunk[0]
+        query, names = render_batch_query(first.metric, [p.labels for p in chunk], kind=first.kind)
+        async with limit:
+            answer = await source.fetch_range_grouped(
+                query,
+                names,
+                datetime.fromtimestamp(first.start, UTC),
+                datetime.fromtimestamp(first.end, UTC),
+                first.step,
+            )
+        for plan in chunk:
+            if isinstance(answer, RangeResult):
+                result = answer
+            else:
+                result = answer.get(tuple(plan.labels[name] for name in names))
+            plan.reconciler.accept_prefetched(plan, result)
+
+    await asyncio.gather(*(run(chunk) for chunk in chunks))
+    return len(chunks)
