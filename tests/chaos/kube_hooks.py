@@ -45,6 +45,8 @@ class HookedKube:
             if namespace is not None and namespace != snapshot.namespace:
                 continue
             if not keep:
+                if entry not in hooks:
+                    continue  # fired meanwhile by a concurrent cycle (while we awaited a hook)
                 hooks.remove(entry)
             result = hook(snapshot)
             if inspect.isawaitable(result):
