@@ -84,7 +84,6 @@ __all__ = [
     "LIVE_ERROR_WINDOW",
     "MANAGED_ANNOTATIONS",
     "MAX_CONFLICT_RETRIES",
-    "REASON_BASE_RESTORED",
     "CycleReport",
     "DryRunShadow",
     "FetchPlan",
@@ -102,7 +101,6 @@ Clock = Callable[[], datetime]
 
 MAX_CONFLICT_RETRIES: Final = 3
 """Attempts of read-decide-patch when the HPA changes under us (409)."""
-REASON_BASE_RESTORED: Final = "BaseRestored"
 
 
 def _utc_now() -> datetime:
@@ -526,55 +524,6 @@ class TargetReconciler(SignalReader):
             ANNOTATION_REASON: f"{decision.reason}: {decision.message}"[:1000],
             ANNOTATION_UPDATED_AT: _iso(now),
         }
-
-    # ------------------------------------------------------------------ restore
-
-    async def restore(self) -> bool:
-        """Give the HPA its base minReplicas back and remove our annotations.
-
-        Returns True when done (or nothing was ours), False when it must be retried (an API
-        failure, or this instance may not patch). A base the user changed by hand since our
-        last patch is kept as it is.
-        """
-        if self.dry_run or not self.may_patch():
-            return False
-        t = self.target
-        for _attempt in range(MAX_CONFLICT_RETRIES):
-            try:
-                snapshot = await self.kube.read_hpa(t.namespace, t.name)
-            except KubeApiError as error:
-                self.log.warning("hpa_read_failed", status=error.status, error=str(error))
-                return error.status == 404  # a deleted HPA needs nothing back
-            if not any(key in snapshot.annotations for key in MANAGED_ANNOTATIONS):
-                return True
-            owner = find_foreign_owner(snapshot)
-            if owner is not None:
-                # Its owner writes minReplicas; a patch would only start the fight again.
-                self.log.warning("restore_skipped", reason=owner.reason, owner=owner.owner)
-                return True
-            base, _edited = determine_base(snapshot)
-            if not self.may_patch():
-                return False
-            try:
-                await self.kube.patch_hpa_min_replicas(
-                    snapshot, base, dict.fromkeys(MANAGED_ANNOTATIONS)
-                )
-            except ConflictError:
-                continue
-            except KubeApiError as error:
-                self.log.warning("restore_failed", status=error.status, error=str(error))
-                return False
-            self.log.info("base_restored", old=snapshot.min_replicas, new=base)
-            if snapshot.min_replicas != base:
-                await self._event(
-                    snapshot,
-                    REASON_BASE_RESTORED,
-                    f"minReplicas {snapshot.min_replicas} -> {base}: the target is no longer "
-                    "managed by predictive-scaler",
-                    self.clock(),
-                )
-            return True
-        return False
 
 
 def _stored_clocks(annotations: Mapping[str, str]) -> ClockState | None:

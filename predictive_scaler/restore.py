@@ -22,19 +22,16 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Final, Literal, Protocol
 
+from predictive_scaler.annotations import MANAGED_ANNOTATIONS
 from predictive_scaler.config import Config
 from predictive_scaler.logs import get_logger
 from predictive_scaler.ownership import find_foreign_owner
-from predictive_scaler.reconcile import (
-    MANAGED_ANNOTATIONS,
-    MAX_CONFLICT_RETRIES,
-    REASON_BASE_RESTORED,
-    HpaApi,
-    determine_base,
-)
+from predictive_scaler.ports import HpaApi
+from predictive_scaler.reconcile import MAX_CONFLICT_RETRIES, determine_base
 from predictive_scaler.values import ConflictError, ForbiddenError, HpaSnapshot, KubeApiError
 
 __all__ = [
+    "REASON_BASE_RESTORED",
     "RESTORE_BACKOFF_SECONDS",
     "OrphanSweep",
     "RestoreOutcome",
@@ -45,6 +42,8 @@ __all__ = [
     "restore_base",
 ]
 
+REASON_BASE_RESTORED: Final = "BaseRestored"
+"""The Event reason of a base given back."""
 RESTORE_BACKOFF_SECONDS: Final = (10.0, 30.0, 60.0, 120.0, 300.0)
 """Delays before retrying a failed restore (or a failed sweep); the last one repeats."""
 

@@ -30,6 +30,7 @@ from predictive_scaler.ownership import (
 )
 from predictive_scaler.prometheus import PrometheusSettings, PrometheusSource
 from predictive_scaler.reconcile import TargetReconciler
+from predictive_scaler.restore import restore_base
 from predictive_scaler.runtime import Controller
 from tests.kube_double import KubeDouble, make_hpa
 from tests.prom_fixtures import PrometheusFactory
@@ -212,7 +213,8 @@ async def test_keda_taking_over_a_managed_hpa_ends_the_fight(
     assert report.reason == REASON_OWNED_BY_KEDA
 
     # Removing the target restores nothing either: KEDA owns minReplicas now.
-    assert await reconciler.restore()
+    outcome = await restore_base(kube, "busy", "nim", may_patch=lambda: True, now=clock())
+    assert outcome == "owned"
     assert len(patches(kube_server, "busy")) == before
 
 
