@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 from datetime import UTC, datetime
@@ -15,6 +16,7 @@ from kubernetes_asyncio import client
 from predictive_scaler.config import parse_config
 from predictive_scaler.kube import KubeClient
 from predictive_scaler.leader import LeaderElector
+from predictive_scaler.logs import configure_logging
 from predictive_scaler.reconcile import MANAGED_ANNOTATIONS
 from predictive_scaler.runtime import Controller, RunOptions, run_controller
 from tests.kube_double import KubeDouble, make_configmap, make_hpa
@@ -179,3 +181,18 @@ async def test_run_exits_2_on_a_bad_config_file(tmp_path: Path) -> None:
         )
         == 2
     )
+
+
+async def test_run_exits_2_without_a_prometheus_url(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(BUSY_ONLY)  # valid, but names no prometheus.url
+    options = RunOptions(config_file=str(path), log_format="json")
+    try:
+        assert await run_controller(options, install_signal_handlers=False) == 2
+    finally:
+        configure_logging("auto", force=True)
+    lines = [json.loads(line) for line in capfd.readouterr().out.splitlines() if line]
+    [rejected] = [line for line in lines if line["event"] == "config_rejected"]
+    assert rejected["error"] == "prometheus.url missing and no --prometheus-url", rejected
