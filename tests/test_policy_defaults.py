@@ -118,7 +118,7 @@ def _backtest_flags() -> dict[str, Any]:
 
 
 def test_the_backtest_flags_default_to_the_policy_and_say_the_tables_default() -> None:
-    from predictive_scaler.cli import _POLICY_FLAGS
+    from predictive_scaler.cli_backtest import _POLICY_FLAGS
 
     args = build_parser().parse_args(["backtest"])
     # Unset, each flag leaves the field to the policy (the target's, or Policy()).
