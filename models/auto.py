@@ -95,7 +95,6 @@ class Auto:
             if actual.size == 0:
                 self.skipped_[model.name] = "no out-of-sample errors at the horizon"
                 continue
-            assert calibration.peak is not None
             peak, peak_forecast, bound = calibration.peak.errors(self.horizon, self.level)
             if peak.size == 0:
                 self.skipped_[model.name] = "no out-of-sample window peaks"

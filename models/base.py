@@ -124,11 +124,9 @@ class Model(ABC):
         self.horizon = horizon
         self.seasons = tuple(seasons)
         self.level = level
-        self.step_seconds_: float | None = None
         self.calibration_: Calibration | None = None
         self.nonnegative_ = True
         self.notes_: list[str] = []
-        self.observed_ = 0
         self.volatility_ = 0.0
         self.last_value_ = math.nan
 
@@ -180,7 +178,6 @@ class Model(ABC):
                 f"({_human(step_seconds * shortest)}), has {len(series)} "
                 f"({_human(step_seconds * len(series))})"
             )
-        self.step_seconds_ = step_seconds
         self.notes_ = []
         self._vol_alpha = 2.0 / (max(12.0, 3_600.0 / step_seconds) + 1.0)
         self._fit(train, step_seconds)
@@ -188,7 +185,6 @@ class Model(ABC):
         self.volatility_ = float(np.abs(np.diff(recent)).mean()) if len(recent) > 1 else 0.0
         self.last_value_ = float(train[-1])
         self.calibration_ = self._walk_forward(series[len(train) :])
-        self.observed_ = len(series)
         return self
 
     def update(self, y_new: FloatArray) -> Self:
@@ -199,7 +195,6 @@ class Model(ABC):
                 # A missing point: the model carries its own one-step forecast forward.
                 point = float(self._mean(1)[0])
             self._observe(point)
-            self.observed_ += 1
         return self
 
     def _observe(self, value: float) -> None:
@@ -225,9 +220,8 @@ class Model(ABC):
             if self.nonnegative_:
                 path = np.maximum(path, 0.0)
             paths[level] = path
-            if calibration.peak is not None:
-                peak = calibration.peak.bound(mean, level, self.volatility_)
-                peaks[level] = max(peak, 0.0) if self.nonnegative_ else peak
+            peak = calibration.peak.bound(mean, level, self.volatility_)
+            peaks[level] = max(peak, 0.0) if self.nonnegative_ else peak
         return Forecast(mean=mean, quantiles=paths, peaks=peaks)
 
     def describe(self) -> dict[str, Any]:
@@ -235,8 +229,7 @@ class Model(ABC):
         if self.calibration_ is not None:
             info["calibration_origins"] = int(self.calibration_.forecasts.shape[0])
             info["scale_power"] = self.calibration_.power
-            if self.calibration_.peak is not None:
-                info["peak_scale_power"] = self.calibration_.peak.power
+            info["peak_scale_power"] = self.calibration_.peak.power
         if self.notes_:
             info["notes"] = list(self.notes_)
         return info

@@ -67,7 +67,7 @@ class Calibration:
     floor: float
     z: tuple[FloatArray, ...]
     """Sorted normalised residuals per horizon step."""
-    peak: PeakCalibration | None = None
+    peak: PeakCalibration
     """The window-peak bound, calibrated on the same walk."""
     _cache: dict[tuple[float, int], FloatArray] = field(default_factory=dict, compare=False)
 

@@ -154,17 +154,13 @@ def compute_backtest_summary(
     actual, mean, upper = calibration.errors_at(horizon_steps, quantile)
     if not actual.size:
         return BacktestSummary()
-    peak_coverage, peak_count = None, 0
-    if calibration.peak is not None:
-        peak, _, bound = calibration.peak.errors(horizon_steps, quantile)
-        if peak.size:
-            peak_coverage, peak_count = float(np.mean(peak <= bound)), int(peak.size)
+    peak, _, bound = calibration.peak.errors(horizon_steps, quantile)
     return BacktestSummary(
         float(np.mean(np.abs(actual - mean))),
         float(np.mean(actual <= upper)),
         int(actual.size),
-        peak_coverage,
-        peak_count,
+        float(np.mean(peak <= bound)) if peak.size else None,
+        int(peak.size),
     )
 
 
@@ -199,7 +195,7 @@ def compact_fit(
                 power=full.power,
                 floor=full.floor,
                 z=(),
-                peak=full.peak.compact(quantile, kept) if full.peak else None,
+                peak=full.peak.compact(quantile, kept),
                 _cache={(quantile, kept): path},
                 summary=summary,
             )
