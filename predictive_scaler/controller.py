@@ -73,6 +73,7 @@ class Controller:
         batch_queries: bool = True,
         hpa_informer: HpaInformer | None = None,
         cycle_deadline_seconds: float = DEFAULT_FIT_TIMEOUT_SECONDS + CYCLE_IO_ALLOWANCE_SECONDS,
+        progressive_start: bool = False,
     ) -> None:
         self.kube = kube
         self.hpa_informer = hpa_informer
@@ -85,6 +86,12 @@ class Controller:
         self.metrics = metrics or ControllerMetrics(clock=clock)
         self.health = health or HealthState()
         self.fit_runner: FitRunner = fit_runner or ThreadFitRunner(DEFAULT_FIT_TIMEOUT_SECONDS)
+        self.progressive_start = progressive_start
+        """A cheap model decides first and fits run beside the cycles
+        (:mod:`~predictive_scaler.signal_fitter`); off, a due fit is awaited in the cycle."""
+        workers = getattr(self.fit_runner, "workers", 1)
+        # One worker is left for the cheap first fits of targets still starting.
+        self.background_fits = asyncio.Semaphore(max(1, int(workers) - 1))
         self.config: Config | None = None
         self.reconcilers: dict[TargetKey, TargetReconciler] = {}
         self.pending_restores = RestoreQueue(
@@ -252,6 +259,7 @@ class Controller:
         for key, old in list(self.reconcilers.items()):
             if key not in wanted:
                 del self.reconcilers[key]
+                old.close()
                 self.dispatcher.discard(key)
                 self.last_reports.pop(key, None)
                 self.metrics.remove_target(old.target.id)
@@ -272,6 +280,7 @@ class Controller:
                 continue
             fresh = built[key]
             if current is not None:
+                current.close()
                 fresh.history = current.history
                 fresh.shadow = current.shadow
                 if current.target.id != target.id:
@@ -303,7 +312,15 @@ class Controller:
             may_patch=self.may_patch,
             dry_run=self.dry_run,
             fit_runner=self.fit_runner,
+            progressive=self.progressive_start,
+            background_fits=self.background_fits,
         )
+
+    async def wait_for_fits(self) -> None:
+        """Until every fit running beside the cycles has finished; each is adopted at its
+        target's next cycle (tests and benchmarks that want the configured models)."""
+        for reconciler in list(self.reconcilers.values()):
+            await reconciler.wait_for_fits()
 
     # ------------------------------------------------------------------ cycles
 
@@ -439,6 +456,8 @@ class Controller:
         await self.pending_restores.run_due(force=True)
 
     async def aclose(self) -> None:
+        for reconciler in self.reconcilers.values():
+            reconciler.close()
         self._sources.close()
         if self.hpa_informer is not None:
             await self.hpa_informer.aclose()

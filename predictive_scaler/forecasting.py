@@ -253,16 +253,17 @@ class TargetForecaster:
     def needs_refit(self) -> bool:
         return self.fit_ is None or self.points_since_fit >= self.settings.refit_points
 
-    def fit_job(self, history: FloatArray) -> Callable[[], FitResult]:
+    def fit_job(self, history: FloatArray, *, model: str | None = None) -> Callable[[], FitResult]:
         """The fit of the latest ``history_seconds`` of ``history``, as a picklable call to
         run anywhere (this thread, a worker thread or process); raises InsufficientHistory
-        when run. The backtest and the live loop both fit through this."""
+        when run. The backtest and the live loop both fit through this. ``model`` fits
+        another model than the settings' (a stand-in while the configured one is fitted)."""
         s = self.settings
         # The window starts at the first sample: a fresh install has no gap before it.
         window = from_first_observed(np.array(history, dtype=np.float64)[-s.history_points :])
         return partial(
             fit_compact,
-            s.model,
+            model or s.model,
             window,
             s.step_seconds,
             s.horizon_steps,

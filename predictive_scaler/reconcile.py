@@ -14,6 +14,7 @@ is in the HPA's annotations, and a fresh reconciler re-reads the whole history o
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -182,6 +183,8 @@ class TargetReconciler(SignalReader):
         emit_events: bool = True,
         fit_runner: FitRunner = _fit_in_thread,
         logger: Logger | None = None,
+        progressive: bool = False,
+        background_fits: asyncio.Semaphore | None = None,
     ) -> None:
         super().__init__(
             target,
@@ -189,6 +192,8 @@ class TargetReconciler(SignalReader):
             logger=logger or get_logger(target=target.id),
             scale_selector=getattr(kube, "read_scale_selector", None),
             fit_runner=fit_runner,
+            progressive=progressive,
+            background_fits=background_fits,
         )
         self.kube = kube
         self.clock = clock

@@ -19,7 +19,7 @@ from typing import Final, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from models import FitResult, InsufficientHistory, InvalidSeries
+from models import FitResult
 from models.series import mask_ranges
 from predictive_scaler.batching import FetchPlan
 from predictive_scaler.config import HPA_METRIC_ALIASES, Policy, Signal, Target
@@ -29,7 +29,6 @@ from predictive_scaler.forecasting import (
     ForecastSettings,
     TargetForecaster,
     WindowForecast,
-    refit_offset,
     steps_for,
 )
 from predictive_scaler.logs import Logger
@@ -46,6 +45,7 @@ from predictive_scaler.prometheus import (
 )
 from predictive_scaler.promql import selector_matchers
 from predictive_scaler.signal_buffer import PendingForecast, SignalBuffer
+from predictive_scaler.signal_fitter import SignalFitter
 from predictive_scaler.values import HpaSnapshot, KubeApiError, SignalReport
 
 __all__ = [
@@ -91,13 +91,20 @@ class SignalState(SignalBuffer):
         step: float,
         *,
         key: str = "",
+        fitter: SignalFitter,
     ) -> None:
         super().__init__(capacity, step)
         self.signal = signal
         self.forecaster = forecaster
         self.key = key
         """Stable id of the target's signal (refit staggering)."""
-        self.fit_problem: str | None = None
+        self.fitter = fitter
+        """When and where its model is fitted (:mod:`~predictive_scaler.signal_fitter`)."""
+
+    @property
+    def fit_problem(self) -> str | None:
+        """Why the last fit failed; None after a fit lands."""
+        return self.fitter.problem
 
 
 def _fetch_window(state: SignalBuffer, now: datetime) -> tuple[float, float]:
@@ -124,6 +131,8 @@ class SignalReader:
         logger: Logger,
         scale_selector: ScaleSelectorReader | None = None,
         fit_runner: FitRunner = _fit_in_thread,
+        progressive: bool = False,
+        background_fits: asyncio.Semaphore | None = None,
     ) -> None:
         self.target = target
         self.source = source
@@ -131,6 +140,10 @@ class SignalReader:
         """Reads the scale target's pod selector (``None``: the pods are the namespace's, or
         the configured selector's)."""
         self.fit_runner = fit_runner
+        self.progressive = progressive
+        """A cheap model first and fits beside the cycles (:mod:`~.signal_fitter`)."""
+        self.background_fits = background_fits or asyncio.Semaphore(1)
+        """Fits beside the cycles at once, shared by the controller's targets."""
         self.log = logger
         self.settings: ForecastSettings = forecast_settings(target.policy)
         self._signals = self._fresh_signals()
@@ -200,16 +213,34 @@ class SignalReader:
     def _fresh_signals(self) -> dict[str, SignalState]:
         p, t = self.target.policy, self.target
         capacity = steps_for(p.history_seconds, p.step_seconds)
-        return {
-            s.name: SignalState(
-                s,
-                TargetForecaster(self.settings),
-                capacity,
-                p.step_seconds,
-                key=f"{t.namespace}/{t.name}/{s.name}",
+        states = {}
+        for s in t.signals:
+            forecaster = TargetForecaster(self.settings)
+            key = f"{t.namespace}/{t.name}/{s.name}"
+            fitter = SignalFitter(
+                forecaster,
+                self.fit_runner,
+                key=key,
+                log=self.log,
+                signal=s.name,
+                progressive=self.progressive,
+                background=self.background_fits,
             )
-            for s in t.signals
-        }
+            states[s.name] = SignalState(
+                s, forecaster, capacity, p.step_seconds, key=key, fitter=fitter
+            )
+        return states
+
+    def close(self) -> None:
+        """Stop the fits running beside the cycles (the target is gone or replaced)."""
+        for state in self._signals.values():
+            state.fitter.cancel()
+
+    async def wait_for_fits(self) -> None:
+        """Until the fits running beside the cycles have finished (tests, benchmarks); each
+        is adopted at its signal's next cycle."""
+        for state in list(self._signals.values()):
+            await state.fitter.wait()
 
     async def _resolve_pods(self, snapshot: HpaSnapshot, now: datetime) -> None:
         """Find the target's pods as the HPA controller does: from its scale target's
@@ -246,6 +277,7 @@ class SignalReader:
         labels = {"namespace": self.target.namespace, **equal}
         matchers = ",".join(x for x in (render_matchers(labels), *other) if x)
         if self.pods_selector is not None or any(s.size for s in self._signals.values()):
+            self.close()
             self._signals = self._fresh_signals()  # history of other pods
         self.log.info("pods_selected", selector=selector, matchers=matchers)
         self.pods_selector, self.match_labels = selector, labels
@@ -448,45 +480,6 @@ class SignalReader:
         state.settle()
 
     async def _refit_or_observe(self, state: SignalState, new: FloatArray) -> str | None:
-        """Refit when due (off the event loop), else absorb the new points; the problem if the
-        model could not be fitted."""
-        forecaster = state.forecaster
-        if not forecaster.needs_refit():
-            forecaster.observe(new)
-            return None
-        window = state.window(self.settings.history_points)
-        fit = forecaster.fit_job(window)
-        # The first fit of a target counts as partly aged, so the refits of targets started
-        # together spread over the refit interval (never later than it).
-        age = (
-            0
-            if forecaster.model is not None
-            else refit_offset(state.key, self.settings.refit_points)
-        )
-        try:
-            result = await self.fit_runner(fit)
-        except (InsufficientHistory, InvalidSeries) as error:
-            state.fit_problem = f"history too short or unusable: {error}"
-            self.log.warning("forecast_fit_failed", signal=state.signal.name, error=str(error))
-            if forecaster.model is not None:
-                forecaster.observe(new)  # keep the old model going on the new points
-            return state.fit_problem
-        except Exception as error:  # a dead worker, a fit over its budget, a model's bug
-            state.fit_problem = f"fit failed: {type(error).__name__}: {error}"
-            self.log.warning(
-                "forecast_fit_failed", signal=state.signal.name, error=state.fit_problem
-            )
-            if forecaster.model is not None:
-                forecaster.observe(new)
-            return state.fit_problem
-        forecaster.adopt(result, age_points=age, history=window)
-        state.fit_problem = None
-        self.log.info(
-            "forecast_refitted",
-            signal=state.signal.name,
-            requested=result.requested,
-            model=str(result.model.describe().get("model")),
-            points=int(window.size),
-            notes=result.notes or None,
-        )
-        return None
+        """Refit when due (off the event loop; beside the cycles when progressive), else
+        absorb the new points; the problem if the model could not be fitted."""
+        return await state.fitter.step(lambda: state.window(self.settings.history_points), new)

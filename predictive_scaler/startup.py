@@ -73,6 +73,9 @@ class RunOptions:
     """Processes that fit models; 0 fits in a thread of this process."""
     fit_timeout_seconds: float = DEFAULT_FIT_TIMEOUT_SECONDS
     """Budget of one fit; a fit over it is abandoned (its worker process stopped)."""
+    progressive_start: bool = True
+    """A cheap model decides each target's first cycle, the configured one replaces it when
+    its fit lands, and refits run beside the cycles (no cycle waits on a fit)."""
     shard_index: int = 0
     """This controller's shard, ``0 <= shard_index < shard_count``."""
     shard_count: int = 1
@@ -180,6 +183,7 @@ def controller_for(
         shard=start.shard,
         hpa_informer=HpaInformer(kube, sleep=sleeper),
         cycle_deadline_seconds=options.fit_timeout_seconds + CYCLE_IO_ALLOWANCE_SECONDS,
+        progressive_start=options.progressive_start,
     )
 
 
