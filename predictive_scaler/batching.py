@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final, Protocol
 
-from predictive_scaler.prometheus import GroupedRanges, RangeResult, render_batch_query
+from predictive_scaler.prometheus import GroupedRanges, RangeResult
+from predictive_scaler.promql import render_batch_query
 
 __all__ = [
     "DEFAULT_BATCH_SAMPLES",

@@ -1,16 +1,305 @@
-"""PromQL for the target's pods: a Kubernetes label selector as Prometheus matchers.
+"""PromQL text: query templates rendered safely, label selectors as matchers, and the
+batched forms of the presets' query shapes.
 
-String work only, no I/O.
+PURE: string work, no I/O, no event loop, no logger, no client library. Untrusted values
+(namespaces, label values, a scale target's selector) only ever enter a query escaped for
+the string literal they sit in (:func:`escape_promql_string`), and in a batched regex also
+RE2-escaped (:func:`escape_re2_literal`).
 """
 
 from __future__ import annotations
 
 import re
+import string
+from collections.abc import Mapping, Sequence
 from typing import Final
 
-from predictive_scaler.prometheus import escape_promql_string
+__all__ = [
+    "batch_shape",
+    "batchable_metric",
+    "escape_promql_string",
+    "escape_re2_literal",
+    "fresh_samples_template",
+    "latest_sample_template",
+    "prometheus_label_name",
+    "render_batch_query",
+    "render_matchers",
+    "render_query",
+    "reporting_pods_template",
+    "selector_matchers",
+]
 
-__all__ = ["prometheus_label_name", "selector_matchers"]
+_LABEL_NAME: Final = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+
+
+# ---------------------------------------------------------------------------- templates
+
+
+_NAMED_ESCAPES: Final = {
+    "\\": "\\\\",
+    "\a": "\\a",
+    "\b": "\\b",
+    "\f": "\\f",
+    "\n": "\\n",
+    "\r": "\\r",
+    "\t": "\\t",
+    "\v": "\\v",
+}
+
+
+def escape_promql_string(value: str, quote: str = '"') -> str:
+    """Escape `value` as the body of a PromQL string literal delimited by `quote` (" or ').
+
+    Backslash, the quote character and control characters are escaped, so the value can
+    never end the literal: `"} or vector(1) #` stays a label value.
+    """
+    if quote not in ('"', "'"):
+        raise ValueError("only double- and single-quoted PromQL strings can carry escapes")
+    out: list[str] = []
+    for ch in value:
+        if ch in _NAMED_ESCAPES:
+            out.append(_NAMED_ESCAPES[ch])
+        elif ch == quote:
+            out.append("\\" + ch)
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            out.append(f"\\u{ord(ch):04x}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def render_matchers(labels: Mapping[str, str]) -> str:
+    """Render equality matchers `k1="v1",k2="v2"` (in the mapping's order).
+
+    Label names must match `[a-zA-Z_][a-zA-Z0-9_]*`; values are escaped. Pass the result to
+    `render_query` as a raw fragment, e.g. `raw={"matchers": render_matchers(...)}`.
+    """
+    parts = []
+    for name, value in labels.items():
+        if not _LABEL_NAME.match(name):
+            raise ValueError(f"invalid label name {name!r}: must match [a-zA-Z_][a-zA-Z0-9_]*")
+        parts.append(f'{name}="{escape_promql_string(value)}"')
+    return ",".join(parts)
+
+
+class _QuoteTracker:
+    """Tracks whether a position in PromQL text is inside a string literal or a comment."""
+
+    def __init__(self) -> None:
+        self.quote: str | None = None
+        self.escaped = False
+        self.comment = False
+
+    def feed(self, text: str) -> None:
+        for ch in text:
+            if self.comment:
+                self.comment = ch != "\n"
+            elif self.quote is None:
+                if ch in "\"'`":
+                    self.quote = ch
+                elif ch == "#":
+                    self.comment = True
+            elif self.escaped:
+                self.escaped = False
+            elif ch == "\\" and self.quote != "`":
+                self.escaped = True
+            elif ch == self.quote:
+                self.quote = None
+
+
+def render_query(
+    template: str,
+    variables: Mapping[str, str],
+    *,
+    raw: Mapping[str, str] | None = None,
+) -> str:
+    """Substitute `${name}` (or `$name`; `$$` is a literal `$`) placeholders in a PromQL template.
+
+    `variables` are untrusted values (namespace, pod names): each placeholder for one must sit
+    inside a double- or single-quoted string literal of the template, e.g.
+    `namespace="${namespace}"`, and the value is escaped for that literal, so it cannot
+    inject PromQL. `raw` holds trusted, pre-rendered fragments inserted verbatim outside string
+    literals, typically `raw={"matchers": render_matchers(labels)}` for `metric{${matchers}}`.
+    An unknown placeholder, a variable placeholder outside a string literal (or inside a
+    backtick string, which has no escapes) and a raw placeholder inside one raise ValueError.
+    """
+    raw = raw or {}
+    both = sorted(set(variables) & set(raw))
+    if both:
+        raise ValueError(f"placeholders given both as variables and raw: {', '.join(both)}")
+    tracker = _QuoteTracker()
+    out: list[str] = []
+    position = 0
+    for match in string.Template.pattern.finditer(template):
+        literal = template[position : match.start()]
+        tracker.feed(literal)
+        out.append(literal)
+        position = match.end()
+        if match.group("escaped") is not None:
+            tracker.feed("$")
+            out.append("$")
+            continue
+        name = match.group("named") or match.group("braced")
+        if name is None:
+            raise ValueError(f"invalid placeholder at offset {match.start()} of the query template")
+        if name in raw:
+            if tracker.quote is not None or tracker.comment:
+                raise ValueError(
+                    f"raw placeholder ${{{name}}} must not be inside a string or comment"
+                )
+            tracker.feed(raw[name])
+            out.append(raw[name])
+        elif name in variables:
+            if tracker.quote not in ('"', "'") or tracker.comment:
+                raise ValueError(
+                    f"placeholder ${{{name}}} must be inside a quoted PromQL string, "
+                    f'e.g. label="${{{name}}}"'
+                )
+            if tracker.escaped:
+                raise ValueError(f"placeholder ${{{name}}} must not follow a backslash")
+            out.append(escape_promql_string(variables[name], tracker.quote))
+        else:
+            known = ", ".join(sorted([*variables, *raw])) or "none"
+            raise ValueError(f"unknown placeholder ${{{name}}} in query template (known: {known})")
+    out.append(template[position:])
+    return "".join(out)
+
+
+# ---------------------------------------------------------------------------- batched shapes
+
+_BATCHABLE: Final = re.compile(
+    r"^\s*sum\s*\(\s*([a-zA-Z_:][a-zA-Z0-9_:]*)\s*\{\s*\$\{matchers\}\s*\}\s*\)\s*$"
+)
+
+
+def batchable_metric(template: str) -> str | None:
+    """The metric name when `template` is exactly `sum(METRIC{${matchers}})` (the shape of
+    the presets), else None: only such queries are answered for many targets at once."""
+    match = _BATCHABLE.match(template)
+    return match.group(1) if match else None
+
+
+_SHAPES: Final = {
+    "latest": re.compile(
+        r"^\s*max\s*\(\s*timestamp\s*\(\s*([a-zA-Z_:][a-zA-Z0-9_:]*)\s*\{\s*\$\{matchers\}"
+        r"\s*\}\s*\)\s*\)\s*$"
+    ),
+    "count": re.compile(
+        r"^\s*count\s*\(\s*([a-zA-Z_:][a-zA-Z0-9_:]*)\s*\{\s*\$\{matchers\}\s*\}\s*\)\s*$"
+    ),
+}
+_FRESH: Final = re.compile(
+    r"^\s*sum\s*\(\s*count_over_time\s*\(\s*([a-zA-Z_:][a-zA-Z0-9_:]*)\s*\{\s*\$\{matchers\}"
+    r"\s*\}\s*\[\s*([1-9][0-9]*ms)\s*\]\s*\)\s*\)\s*$"
+)
+_FRESH_KIND: Final = re.compile(r"^fresh\[([1-9][0-9]*ms)\]$")
+
+
+def latest_sample_template(template: str) -> str | None:
+    """For a query of the presets' shape, `sum(METRIC{${matchers}})`, the query of its
+    newest sample's own timestamp: `max(timestamp(METRIC{${matchers}}))`.
+
+    `timestamp()` of a selector gives the time of the sample the lookback picked, not the
+    evaluation time. Ask it at one step only: over a long range Prometheus spends about a
+    second per series on it (7 days at 1 m), so a batch of targets' first fetch would time
+    out. None for other shapes."""
+    metric = batchable_metric(template)
+    return None if metric is None else f"max(timestamp({metric}{{${{matchers}}}}))"
+
+
+def fresh_samples_template(template: str, step_seconds: float) -> str | None:
+    """For a query of the presets' shape, `sum(METRIC{${matchers}})`, the number of samples
+    the series took in each step's own interval, `(t - step, t]`:
+    `sum(count_over_time(METRIC{${matchers}}[<step - 1 ms>]))`.
+
+    A step where it is 0 or absent only holds what Prometheus' lookback repeats of an older
+    sample: a copy, not new data. As cheap as the sum itself over a long range (unlike
+    `timestamp()`), so a whole batch's first fetch can afford it. The range is one
+    millisecond short of the step because Prometheus 2 includes the range's left end, which
+    is the previous step's own time. None for other shapes (freshness is then judged on the
+    grid)."""
+    metric = batchable_metric(template)
+    window_ms = round(step_seconds * 1000) - 1
+    if metric is None or window_ms < 1:
+        return None
+    return f"sum(count_over_time({metric}{{${{matchers}}}}[{window_ms}ms]))"
+
+
+def reporting_pods_template(template: str) -> str | None:
+    """For a query of the presets' shape, the number of series (pods) its sum is over:
+    `count(METRIC{${matchers}})`; None for other shapes."""
+    metric = batchable_metric(template)
+    return None if metric is None else f"count({metric}{{${{matchers}}}})"
+
+
+def batch_shape(template: str) -> tuple[str, str] | None:
+    """(kind, metric) of a template a batched query can answer: kind ``sum`` for the
+    presets' `sum(METRIC{${matchers}})`, ``latest`` for :func:`latest_sample_template`,
+    ``count`` for :func:`reporting_pods_template`, ``fresh[<range>]`` for
+    :func:`fresh_samples_template`; None for any other shape."""
+    metric = batchable_metric(template)
+    if metric is not None:
+        return "sum", metric
+    fresh = _FRESH.match(template)
+    if fresh:
+        return f"fresh[{fresh.group(2)}]", fresh.group(1)
+    for kind, pattern in _SHAPES.items():
+        match = pattern.match(template)
+        if match:
+            return kind, match.group(1)
+    return None
+
+
+def escape_re2_literal(value: str) -> str:
+    """`value` as an RE2 pattern matching exactly that text: every ASCII character that is
+    not a letter, a digit or `_` gets a backslash (RE2 reads those as themselves)."""
+    return "".join(
+        "\\" + ch if ord(ch) < 0x80 and not (ch.isalnum() or ch == "_") else ch for ch in value
+    )
+
+
+def render_batch_query(
+    metric: str, label_sets: Sequence[Mapping[str, str]], *, kind: str = "sum"
+) -> tuple[str, tuple[str, ...]]:
+    """One query answering `sum(metric{<labels>})` (kind ``latest``: `max(timestamp(...))`,
+    ``count``: `count(...)`, ``fresh[R]``: `sum(count_over_time(...[R]))`, see
+    :func:`batch_shape`) for each of `label_sets` (which share
+    their label names): `sum by (<names>) (metric{name=~"v1|v2",...})` and the label names
+    to split the answer by (`GroupedRanges.get` with the values in this order).
+
+    The regex alternatives may match series of combinations no target asked for; those
+    come back as groups nobody reads. Values are RE2-escaped, then PromQL-escaped.
+    """
+    if not label_sets:
+        raise ValueError("no label sets to batch")
+    names = tuple(label_sets[0])
+    for labels in label_sets:
+        if tuple(labels) != names:
+            raise ValueError("batched label sets must have the same label names in order")
+    for name in names:
+        if not _LABEL_NAME.match(name):
+            raise ValueError(f"invalid label name {name!r}: must match [a-zA-Z_][a-zA-Z0-9_]*")
+    matchers = []
+    for name in names:
+        values = sorted({labels[name] for labels in label_sets})
+        pattern = "|".join(escape_re2_literal(v) for v in values)
+        matchers.append(f'{name}=~"{escape_promql_string(pattern)}"')
+    selector = f"{metric}{{{','.join(matchers)}}}"
+    by = ", ".join(names)
+    if kind == "latest":  # the newest sample's timestamp per target
+        return f"max by ({by}) (timestamp({selector}))", names
+    fresh = _FRESH_KIND.match(kind)
+    if fresh:  # the samples taken in each step's own interval, per target
+        return f"sum by ({by}) (count_over_time({selector}[{fresh.group(1)}]))", names
+    if kind == "count":  # the series (pods) per target
+        return f"count by ({by}) ({selector})", names
+    if kind != "sum":
+        raise ValueError(f"unknown batch kind {kind!r}")
+    return f"sum by ({by}) ({selector})", names
+
+
+# ---------------------------------------------------------------------------- selectors
+
 
 _SELECTOR_REQUIREMENT: Final = re.compile(
     r"\s*(?:(?P<neg>!)\s*(?P<absent>[^\s!=,()]+)"

@@ -31,13 +31,8 @@ from predictive_scaler.config import Config, ConfigError, format_duration, load_
 from predictive_scaler.config import parse_config as _parse_config
 from predictive_scaler.kube import KubeClient, load_api_client
 from predictive_scaler.logs import configure_logging
-from predictive_scaler.prometheus import (
-    PrometheusError,
-    PrometheusSource,
-    PrometheusUnavailable,
-    escape_promql_string,
-    render_query,
-)
+from predictive_scaler.prometheus import PrometheusError, PrometheusSource, PrometheusUnavailable
+from predictive_scaler.promql import escape_promql_string, render_query
 from predictive_scaler.reconcile import TargetReconciler
 from predictive_scaler.settings import CONFIG_KEY, parse_config_map_ref, prometheus_settings
 from predictive_scaler.values import CycleReport, KubeApiError, KubeUnavailableError, SignalReport
