@@ -57,6 +57,9 @@ from predictive_scaler.policy_settings import decision_policy
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 Progress = Callable[[int, int], None]
+HeadroomChooser = Callable[[FloatArray], float | None]
+"""At each refit, the demand Prometheus held up to that step (the fit's window) -> the
+quantile to decide on until the next refit (None: keep the settings' quantile)."""
 
 POLICIES = ("reactive", "predictive", "oracle")
 
@@ -156,6 +159,8 @@ class FrontierPoint:
     knob: float
     gpu_hours: float
     underprovisioned_minutes: float
+    unserved_pod_minutes: float = 0.0
+    """Demand above the ready pods, in pods' worth, summed over the window's minutes."""
 
 
 @dataclass(frozen=True)
@@ -168,6 +173,9 @@ class SimulationResult:
     frontier: dict[str, tuple[FrontierPoint, ...]] = field(default_factory=dict)
     """Per policy (predictive, the baselines, oracle), every swept setting, in sweep order;
     empty without a sweep."""
+    headroom: tuple[tuple[int, float], ...] = ()
+    """With a headroom chooser: (step, quantile) at each refit, the ``"objective"`` run's
+    quantile from that step on."""
 
     def iso_cost(self) -> dict[str, IsoCost]:
         """Each baseline's shortfall at predictive's default GPU-hours, and the ratio."""
@@ -255,7 +263,8 @@ class _Lane:
     floor: IntArray | None = None
     """Precomputed minReplicas per step (oracle, static and schedule floors)."""
     quantile: float | None = None
-    """Predictive lanes: the upper quantile they decide on."""
+    """Predictive lanes: the upper quantile they decide on (the objective lane's changes at
+    each refit)."""
     hw: HoltWintersAdditive | None = None
     """PHPA lanes: the Holt-Winters on the HPA's computed counts."""
     current_min: int = 1
@@ -268,10 +277,11 @@ def simulate(
     settings: SimulationSettings,
     progress: Progress | None = None,
     sweep: SweepSettings | None = None,
+    headroom: HeadroomChooser | None = None,
 ) -> SimulationResult:
     """Scale the trace (see :func:`scale_demand`), then :func:`simulate_demand`."""
     demand = scale_demand(values, settings.target, settings.peak_replicas)
-    return simulate_demand(demand, step_seconds, settings, progress, sweep)
+    return simulate_demand(demand, step_seconds, settings, progress, sweep, headroom)
 
 
 def simulate_demand(
@@ -280,10 +290,13 @@ def simulate_demand(
     settings: SimulationSettings,
     progress: Progress | None = None,
     sweep: SweepSettings | None = None,
+    headroom: HeadroomChooser | None = None,
 ) -> SimulationResult:
     """Run reactive HPA, predictive and the oracle over ``demand`` (pods' worth of KV
     cache per step), and with ``sweep`` every baseline and predictive over their knobs;
-    measure each over the evaluation window.
+    measure each over the evaluation window. With ``headroom``, an ``"objective"`` run too:
+    predictive whose quantile ``headroom`` picks at each refit from the window the fit sees
+    (what Prometheus held up to that step, nothing after it).
 
     All lanes step together, so the forecaster is fitted once per refit for every
     predictive lane: they differ only in the quantile they read from it. The history it
@@ -316,10 +329,11 @@ def simulate_demand(
         refit_interval_seconds=s.refit_interval_seconds,
     )
     forecaster = TargetForecaster(forecast_settings)
-    lanes = _make_lanes(demand, step_seconds, s, sweep, warmup)
+    lanes = _make_lanes(demand, step_seconds, s, sweep, warmup, objective=headroom is not None)
+    objective = next((lane for lane in lanes if lane.policy == "objective"), None)
     predictive_lanes = [lane for lane in lanes if lane.quantile is not None]
-    quantiles = tuple(sorted({lane.quantile for lane in predictive_lanes if lane.quantile}))
-    default_predictive = next(lane for lane in predictive_lanes if lane.quantile == s.quantile)
+    default_predictive = lanes[1]
+    choices: list[tuple[int, float]] = []
     seen = np.full(n, np.nan)  # demand as the controller sees it in Prometheus
     origin = datetime(2000, 1, 1, tzinfo=UTC)
     notes: list[str] = []
@@ -351,9 +365,16 @@ def simulate_demand(
                     notes.extend(result.notes)
                 except InsufficientHistory as exc:
                     notes.append(str(exc))
+                if objective is not None and headroom is not None:
+                    # The live loop chooses at each refit, from the window it fits on.
+                    objective.quantile = headroom(window.copy()) or s.quantile
+                    choices.append((t, objective.quantile))
             else:
                 forecaster.observe(seen[t : t + 1])
             if (t - control_start) % cycle == 0:
+                quantiles = tuple(
+                    sorted({lane.quantile or s.quantile for lane in predictive_lanes})
+                )
                 uppers = _forecast_uppers(forecaster, quantiles)
                 now = origin + timedelta(seconds=t * step_seconds)
                 for lane in predictive_lanes:
@@ -385,14 +406,30 @@ def simulate_demand(
         "predictive": measure(default_predictive),
         "oracle": measure(pick("oracle", 0.0)),
     }
+    if objective is not None:
+        runs["objective"] = measure(objective)
     frontier: dict[str, tuple[FrontierPoint, ...]] = {}
     if sweep is not None:
+        evaluated = float(demand[eval_start:].sum())
         for lane in lanes:
+            if lane is objective:
+                continue
             run = measure(lane)
-            point = FrontierPoint(lane.knob, run.gpu_hours, run.underprovisioned_minutes)
+            point = FrontierPoint(
+                lane.knob,
+                run.gpu_hours,
+                run.underprovisioned_minutes,
+                run.unserved_fraction * evaluated * step_seconds / 60.0,
+            )
             frontier[lane.policy] = (*frontier.get(lane.policy, ()), point)
     return SimulationResult(
-        demand, step_seconds, eval_start, runs, tuple(dict.fromkeys(notes)), frontier
+        demand,
+        step_seconds,
+        eval_start,
+        runs,
+        tuple(dict.fromkeys(notes)),
+        frontier,
+        tuple(choices),
     )
 
 
@@ -402,6 +439,8 @@ def _make_lanes(
     s: SimulationSettings,
     sweep: SweepSettings | None,
     warmup: int,
+    *,
+    objective: bool = False,
 ) -> list[_Lane]:
     n = len(demand)
 
@@ -429,14 +468,18 @@ def _make_lanes(
         lane("predictive", s.quantile, quantile=s.quantile),
         lane("oracle", 0.0, floor=clamp(need)),
     ]
+    if objective:
+        lanes.append(lane("objective", 0.0, quantile=s.quantile))
     if sweep is None:
+        return lanes
+    for q in sweep.quantiles:
+        if q != s.quantile:
+            lanes.append(lane("predictive", q, quantile=q))
+    if not sweep.baselines:
         return lanes
     for target in sweep.hpa_targets:
         if target != s.target:
             lanes.append(lane(HPA_TARGET, target, target=target))
-    for q in sweep.quantiles:
-        if q != s.quantile:
-            lanes.append(lane("predictive", q, quantile=q))
     for floor in compute_static_floors(s.peak_replicas, sweep.floor_fractions):
         lanes.append(lane(STATIC_FLOOR, floor, floor=clamp(np.full(n, floor, dtype=np.int64))))
     for margin in sweep.schedule_margins:

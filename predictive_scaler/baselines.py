@@ -52,9 +52,13 @@ class SweepSettings:
     schedule_margins: tuple[float, ...] = (0.5, 0.75, 1.0, 1.1, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0)
     """Margins on last week's hourly peak."""
     phpa_targets: tuple[float, ...] = (0.7, 0.6, 0.5, 0.4, 0.3, 0.2)
+    baselines: bool = True
+    """False: sweep predictive's quantiles only, no baseline lanes (what the objective's
+    chooser replays: it compares headroom settings, not alternatives)."""
 
     def __post_init__(self) -> None:
-        for name in ("quantiles", "hpa_targets", "floor_fractions", "schedule_margins"):
+        required = ("quantiles", "hpa_targets", "floor_fractions", "schedule_margins")
+        for name in required if self.baselines else ("quantiles",):
             if not getattr(self, name):
                 raise ValueError(f"sweep {name} must not be empty")
         if not all(0 < q < 1 for q in self.quantiles):
