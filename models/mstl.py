@@ -43,7 +43,10 @@ class MSTLModel(Model):
         if not periods:
             periods = [day // factor]
         coarse, offset = coarsen(y, factor)
-        result = guarded(lambda: MSTL(coarse, periods=periods).fit())
+        # statsmodels keeps only periods under half the series, and with none left fails
+        # with an UnboundLocalError; no seasonal profile is the same answer as a failed fit.
+        usable = [p for p in periods if 2 * p < len(coarse)]
+        result = guarded(lambda: MSTL(coarse, periods=usable).fit()) if usable else None
         cycle = max(periods)
         if result is None:
             self.notes_.append("MSTL failed on this history; no seasonal profile")
