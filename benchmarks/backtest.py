@@ -4,6 +4,8 @@ GPU-hours (issue 13: each swept over its knob). Prints Markdown tables.
 
     python benchmarks/backtest.py [--warmups 5m,10m,15m] [--jobs 2] [--traces DIR]
     python benchmarks/backtest.py --warmups 10m --frontier   # the issue 13 comparison
+    python benchmarks/backtest.py --warmups 10m --frontier --max-shortfall-share 0.01
+        # and an objective run: the quantile chosen at each refit from the history before it
 """
 
 from __future__ import annotations
@@ -11,29 +13,47 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from predictive_scaler.backtest import SimulationSettings, simulate
-from predictive_scaler.baselines import BASELINES, SweepSettings
+from predictive_scaler.backtest import FloatArray, SimulationSettings, simulate
+from predictive_scaler.baselines import BASELINES, SweepSettings, compute_iso_cost
 from predictive_scaler.config import parse_duration
+from predictive_scaler.objective import Objective, choose_headroom
 from predictive_scaler.traces import load_trace
 
 DEFAULT_TRACES = Path(__file__).resolve().parents[2] / "shared" / "data" / "traces"
 
 
 def run_one(
-    path: Path, warmup: float, settings: SimulationSettings, frontier: bool
+    path: Path,
+    warmup: float,
+    settings: SimulationSettings,
+    frontier: bool,
+    objective: Objective | None = None,
 ) -> dict[str, object]:
     trace = load_trace(path)
     started = time.perf_counter()
+    settings = replace(settings, warmup_seconds=warmup)
+    headroom = None
+    if objective is not None:
+        chooser_seconds: list[float] = []
+
+        def headroom(window: FloatArray) -> float | None:
+            began = time.process_time()
+            choice = choose_headroom(window, trace.step_seconds, settings, objective)
+            chooser_seconds.append(time.process_time() - began)
+            return choice.quantile
+
     result = simulate(
         trace.values,
         trace.step_seconds,
-        replace(settings, warmup_seconds=warmup),
+        settings,
         sweep=SweepSettings() if frontier else None,
+        headroom=headroom,
     )
     runs = result.runs
     reactive = runs["reactive"].underprovisioned_minutes
@@ -41,7 +61,30 @@ def run_one(
         name: (v.shortfall_minutes, v.ratio, v.within_sweep)
         for name, v in result.iso_cost().items()
     }
+    extra: dict[str, object] = {}
+    if objective is not None:
+        run = runs["objective"]
+        measured = (len(result.demand) - result.eval_start) * trace.step_seconds / 60
+        extra = {
+            "objective": objective.describe(),
+            "limit": objective.max_shortfall_share,
+            "chosen": Counter(q for _, q in result.headroom),
+            "objective_share": run.underprovisioned_minutes / measured,
+            "objective_iso": {
+                name: compute_iso_cost(
+                    [(p.gpu_hours, p.underprovisioned_minutes) for p in points],
+                    run.gpu_hours,
+                    run.underprovisioned_minutes,
+                )
+                for name, points in result.frontier.items()
+                if name in BASELINES
+            },
+            "chooser_cpu_s": (max(chooser_seconds), sum(chooser_seconds) / len(chooser_seconds))
+            if chooser_seconds
+            else (0.0, 0.0),
+        }
     return {
+        **extra,
         "iso": iso,
         "trace": path.name,
         "days": trace.span_seconds / 86_400,
@@ -68,6 +111,12 @@ def main() -> int:
     parser.add_argument("--scale-down-delay", default=None)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument(
+        "--max-shortfall-share", type=float, help="objective run: at most this share short"
+    )
+    parser.add_argument(
+        "--shortfall-price", type=float, help="objective run: GPU-minutes per short pod-minute"
+    )
+    parser.add_argument(
         "--frontier", action="store_true", help="also sweep the baselines (issue 13 table)"
     )
     args = parser.parse_args()
@@ -85,9 +134,12 @@ def main() -> int:
         settings = replace(
             settings, decision=replace(settings.decision, scale_down_delay_seconds=delay)
         )
+    objective = None
+    if args.max_shortfall_share is not None or args.shortfall_price is not None:
+        objective = Objective(args.max_shortfall_share, args.shortfall_price)
     jobs = [(p, w) for p in paths for w in warmups]
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-        futures = [pool.submit(run_one, p, w, settings, args.frontier) for p, w in jobs]
+        futures = [pool.submit(run_one, p, w, settings, args.frontier, objective) for p, w in jobs]
         rows = []
         for i, future in enumerate(futures, 1):
             rows.append(future.result())
@@ -115,7 +167,49 @@ def main() -> int:
         )
     if args.frontier:
         print_iso_cost(rows)
+    if objective is not None:
+        print_objective(rows)
     return 0
+
+
+def print_objective(rows: list[dict[str, Any]]) -> None:
+    """The objective run: what it chose, whether it met its objective out of sample, and
+    how it compares at its own GPU-hours with predictive's default and the baselines."""
+    print()
+    print(
+        "| trace | objective | chosen at the refits | objective run: min short (share), "
+        "GPU-h ÷ oracle | met | default p90: min short, GPU-h ÷ oracle "
+        "| best alternative at the objective run's GPU-h | ratio | chooser CPU s (max / mean) |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        iso = r.get("objective_iso") or {}
+        chosen = ", ".join(f"p{100 * q:g} x{n}" for q, n in sorted(r["chosen"].items()))
+        limit = r["limit"]
+        share = r["objective_share"]
+        if limit is None:
+            met = "-"
+        elif share <= limit:
+            met = "yes"
+        else:
+            met = f"**no**, by {100 * (share - limit):.2f} points"
+        if iso:
+            best = min(iso, key=lambda name: iso[name].shortfall_minutes)
+            ratio = iso[best].ratio
+            alt = (
+                f"{best} {iso[best].shortfall_minutes:,.0f}{'' if iso[best].within_sweep else '*'}"
+            )
+            ratio_s = "-" if ratio is None else f"{ratio:.2f}"
+        else:
+            alt, ratio_s = "(no --frontier)", "-"
+        worst, mean = r["chooser_cpu_s"]
+        print(
+            f"| {r['trace']} | {r['objective']} | {chosen} "
+            f"| {r['objective_under']:,.0f} ({100 * share:.2f}%), "
+            f"{r['objective_gpu'] / r['oracle_gpu']:.2f}x | {met} "
+            f"| {r['predictive_under']:,.0f}, {r['gpu_ratio']:.2f}x | {alt} | {ratio_s} "
+            f"| {worst:.1f} / {mean:.1f} |"
+        )
 
 
 def print_iso_cost(rows: list[dict[str, Any]]) -> None:

@@ -17,6 +17,12 @@ from predictive_scaler.cli_args import (
     positive_float_arg,
     positive_int_arg,
 )
+from predictive_scaler.cli_objective import (
+    add_objective_flags,
+    objective_of,
+    objective_usage_error,
+    report_objective,
+)
 from predictive_scaler.config import ConfigError, load_config_file
 
 BUNDLED_TRACE = "nab_aws_elb_request_count_5min.csv"
@@ -106,6 +112,7 @@ def add_backtest(commands: Any) -> None:
         type=floor_quantile_arg,
         help=f"history floor: this quantile of the fitted history, 0 off ({P.floor_quantile:g})",
     )
+    add_objective_flags(policy)
     policy.add_argument(
         "--history", type=duration_arg, help=f"history each fit sees ({d(P.history_seconds)})"
     )
@@ -157,6 +164,9 @@ def add_backtest(commands: Any) -> None:
 
 
 def _backtest_usage_error(args: argparse.Namespace) -> str | None:
+    problem = objective_usage_error(args)
+    if problem is not None:
+        return problem
     if args.config is not None:
         if args.trace is not None:
             return "--trace and --config are exclusive (a trace, or a target's own history)"
@@ -249,8 +259,10 @@ def run_backtest(args: argparse.Namespace) -> int:
         }
         print(f"query: {history.query}")
 
-        def run_scaling(progress: Any, sweep: Any) -> Any:
-            return simulate_demand(values, step, settings, progress=progress, sweep=sweep)
+        def run_scaling(progress: Any, sweep: Any, headroom: Any) -> Any:
+            return simulate_demand(
+                values, step, settings, progress=progress, sweep=sweep, headroom=headroom
+            )
 
         notes: tuple[str, ...] = history.notes
     else:
@@ -275,8 +287,10 @@ def run_backtest(args: argparse.Namespace) -> int:
             max_replicas=args.max_replicas or 3 * peak,
         )
 
-        def run_scaling(progress: Any, sweep: Any) -> Any:
-            return simulate(values, step, settings, progress=progress, sweep=sweep)
+        def run_scaling(progress: Any, sweep: Any, headroom: Any) -> Any:
+            return simulate(
+                values, step, settings, progress=progress, sweep=sweep, headroom=headroom
+            )
 
         notes = ()
     report.update({"trace": name, "step_seconds": step, "points": len(values)})
@@ -327,7 +341,15 @@ def run_backtest(args: argparse.Namespace) -> int:
 
     if args.only != "forecast":
         sweep = None if args.no_frontier else SweepSettings()
-        result = run_scaling(bar("scaling"), sweep)
+        objective = objective_of(args)
+        headroom = None
+        if objective is not None:
+            from predictive_scaler.objective import choose_headroom
+
+            def headroom(window: Any) -> float | None:
+                return choose_headroom(window, step, settings, objective).quantile
+
+        result = run_scaling(bar("scaling"), sweep, headroom)
         report["scaling"] = {name: run.figures() for name, run in result.runs.items()}
         if sweep is not None:
             report["frontier"] = {
@@ -362,6 +384,8 @@ def run_backtest(args: argparse.Namespace) -> int:
         _print_scaling_table(result)
         if sweep is not None:
             _print_iso_cost(result)
+        if objective is not None:
+            report["objective"] = report_objective(result, settings, objective)
         if result.notes:
             print("notes: " + "; ".join(result.notes))
         if args.plot:
