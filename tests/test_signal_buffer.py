@@ -319,6 +319,7 @@ def scored(points: list[float], *pending: PendingForecast) -> SignalBuffer:
         (2.5, 1.0, 2.0, 1.5, False),
         (0.5, 1.0, 2.0, 0.5, True),  # under the mean: the error is absolute
         (5e-13, 0.0, 0.0, 5e-13, True),  # within rounding of the bound
+        (1e-12, 0.0, 0.0, 1e-12, True),  # at the end of the rounding allowance
         (3e-12, 0.0, 0.0, 3e-12, False),  # beyond it
         (1.5, 1.0, 1.0, 0.5, False),
     ],
@@ -386,6 +387,8 @@ def test_nothing_settles_in_an_empty_buffer() -> None:
         ([0.0, 1.0, 3.0, 1.0], STEP, 3.0 - 1e-9, [False]),
         ([0.0, 1.0, 3.0, 1.0], 2 * STEP, 3.0, [True]),
         ([0.0, 1.0, 1.0, 3.0], STEP, 2.5, [False]),  # the peak at the window's last step
+        ([0.0, 0.0, 1e-12, 0.0], STEP, 0.0, [True]),  # at the end of the rounding allowance
+        ([0.0, 0.0, 3e-12, 0.0], STEP, 0.0, [False]),
         ([9.0, 1.0, 2.0, 1.0], STEP, 2.0, [True]),  # a point before the window does not count
         ([0.0, 1.0, 2.0, 1.0], 3 * STEP, 1.0, [True]),  # a one-step window
         ([0.0, 1.0, 2.0, 1.0], 3 * STEP, 0.5, [False]),
