@@ -31,7 +31,10 @@ workers, each process's high-water mark summed: an upper bound), Prometheus rang
 and response bytes per steady cycle (Prometheus' own ``prometheus_http_requests_total`` and
 ``prometheus_http_response_size_bytes_sum`` for ``/api/v1/query_range``), HPA reads per steady
 cycle (GETs of an HPA the API double answered within the cycle, by its own request record;
-the informer's list + watch are counted apart). The forecasts and
+the informer's list + watch are counted apart), targets the cold cycle left undecided, and
+when the last ``auto`` fit running beside the cycles had landed (from the cold cycle's
+start; until then a cheap stand-in decides), and the event loop's worst lateness (what
+``/healthz``'s heartbeat would see). The forecasts and
 decisions of ``optimised`` are compared with the baseline's, target by target and cycle by
 cycle. Prints a Markdown table.
 """
@@ -276,6 +279,9 @@ async def run_worker(args: argparse.Namespace) -> dict[str, Any]:
         max_concurrency=args.concurrency,
         batch_queries=mode != "unbatched",
         hpa_informer=HpaInformer(kube),  # as run_controller does; hpaWatch decides its scope
+        # As `run` ships: a cheap stand-in first, `auto` beside the cycles. The baseline
+        # refits every target every cycle, within the cycle, as the old design did.
+        progressive_start=mode != "baseline",
     )
     controller.apply_config(
         parse_config(
@@ -301,6 +307,19 @@ async def run_worker(args: argparse.Namespace) -> dict[str, Any]:
 
     cycles: list[dict[str, Any]] = []
     profiler = cProfile.Profile() if args.profile else None
+    first_started = time.perf_counter()
+    configured_landed = math.nan
+    lags: list[float] = []
+
+    async def watch_lag() -> None:
+        # How late the event loop wakes a 50 ms sleep: /healthz's heartbeat ticks on the
+        # loop, and the shipped probe kills after 120 s without a tick plus 6 failures.
+        while True:
+            before = time.monotonic()
+            await asyncio.sleep(0.05)
+            lags.append(time.monotonic() - before - 0.05)
+
+    lag_watch = asyncio.create_task(watch_lag())
     try:
         for index in range(1 + args.cycles):
             if mode == "baseline":  # force a refit of every target in every cycle
@@ -314,6 +333,7 @@ async def run_worker(args: argparse.Namespace) -> dict[str, Any]:
                 profiler.enable()
             started = time.perf_counter()
             began = time.monotonic()
+            lags.clear()
             reports = await controller.run_due()
             wall = time.perf_counter() - started
             ended = time.monotonic()
@@ -329,9 +349,16 @@ async def run_worker(args: argparse.Namespace) -> dict[str, Any]:
                     "bytes": bytes1 - bytes0,
                     "refits": _fit_count(controller) - refits0,
                     "window": [began, ended],
+                    "max_loop_lag": max(lags, default=0.0),
                     "problems": sum(1 for r in reports for s in r.signals if s.problem),
                     "problem_kinds": _problem_kinds(reports),
                     "errors": sum(1 for r in reports if r.error),
+                    "undecided": sum(
+                        1 for r in reports if r.error or any(s.problem for s in r.signals)
+                    ),
+                    "configured": sum(
+                        1 for r in reports if str(r.signals[0].model or "").startswith("auto")
+                    ),
                     "decisions": {
                         r.target: [
                             r.recommended,
@@ -344,7 +371,11 @@ async def run_worker(args: argparse.Namespace) -> dict[str, Any]:
                 }
             )
             clock.now += timedelta(seconds=args.advance)
+        # The configured models' fits that run beside the cycles: when the last one landed.
+        await controller.wait_for_fits()
+        configured_landed = time.perf_counter() - first_started
     finally:
+        lag_watch.cancel()
         hwm = _proc_hwm_kib(os.getpid())
         workers_hwm = sum(_proc_hwm_kib(pid) for pid in pool_pids)
         await controller.aclose()
@@ -356,6 +387,7 @@ async def run_worker(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "mode": mode,
         "cycles": cycles,
+        "configured_landed_s": configured_landed,
         "rss_mib": hwm / 1024,
         "workers_rss_mib": workers_hwm / 1024,
         "self_maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -411,6 +443,12 @@ class ModeFigures:
     hpa_watches: int
     refits: float
     problems: int
+    cold_undecided: int
+    """Targets the cold cycle left without a decision (a problem or an API error)."""
+    configured_landed_s: float
+    """Seconds from the cold cycle's start until every target's `auto` fit had landed."""
+    max_loop_lag: float
+    """The event loop's worst lateness in any cycle (seconds)."""
 
 
 def summarise(result: dict[str, Any]) -> ModeFigures:
@@ -436,6 +474,9 @@ def summarise(result: dict[str, Any]) -> ModeFigures:
         hpa_watches=result["hpa_watches"],
         refits=float(np.mean([c["refits"] for c in steady])),
         problems=sum(c["problems"] + c["errors"] for c in cycles),
+        cold_undecided=cold.get("undecided", 0),
+        configured_landed_s=result.get("configured_landed_s", math.nan),
+        max_loop_lag=max(c.get("max_loop_lag", 0.0) for c in cycles),
     )
 
 
@@ -613,7 +654,8 @@ async def drive(args: argparse.Namespace) -> int:
                 f"({f.controller_rss_mib:.0f} + {f.workers_rss_mib:.0f}) "
                 f"| {f.cold_requests:.0f} | {f.requests:.1f} | {f.bytes / 1024:.1f} "
                 f"| {f.cold_hpa_gets:.0f} | {f.hpa_gets:.1f} | {f.hpa_lists} / {f.hpa_watches} "
-                f"| {f.refits:.1f} | {f.problems} | {results[mode]['load']} |"
+                f"| {f.refits:.1f} | {f.problems} | {f.cold_undecided} "
+                f"| {f.configured_landed_s:.1f} | {f.max_loop_lag:.2f} | {results[mode]['load']} |"
             )
         if cmp is not None:
             print(
@@ -629,8 +671,9 @@ async def drive(args: argparse.Namespace) -> int:
         "| steady CPU s/cycle | CPU ratio vs baseline | peak RSS MiB (controller + workers) "
         "| cold prom req "
         "| prom req/cycle | prom KiB/cycle | cold HPA GETs | HPA reads per steady cycle "
-        "| HPA lists / watches | refits/cycle | problems | load 1m/5m |\n"
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+        "| HPA lists / watches | refits/cycle | problems | undecided after cold "
+        "| auto landed s | max loop lag s | load 1m/5m |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     )
     print(header)
     print("\n".join(rows))
