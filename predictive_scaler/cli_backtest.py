@@ -265,6 +265,7 @@ def run_backtest(args: argparse.Namespace) -> int:
             )
 
         notes: tuple[str, ...] = history.notes
+        configured = history.policy.objective
     else:
         try:
             if args.trace is None:
@@ -293,6 +294,7 @@ def run_backtest(args: argparse.Namespace) -> int:
             )
 
         notes = ()
+        configured = None
     report.update({"trace": name, "step_seconds": step, "points": len(values)})
     kind = "trace" if args.config is None else "target"
     print(f"{kind} {name}: {len(values)} points at {step:g}s ({span / 86_400:.1f} days)")
@@ -341,7 +343,8 @@ def run_backtest(args: argparse.Namespace) -> int:
 
     if args.only != "forecast":
         sweep = None if args.no_frontier else SweepSettings()
-        objective = objective_of(args)
+        # A flag wins over the target's configured objective, as every policy flag does.
+        objective = objective_of(args) or configured
         headroom = None
         if objective is not None:
             from predictive_scaler.objective import choose_headroom

@@ -32,6 +32,16 @@ import numpy.typing as npt
 
 from predictive_scaler.backtest import SimulationSettings, evaluation_start, simulate_demand
 from predictive_scaler.baselines import SweepSettings
+from predictive_scaler.config.policy import Objective
+
+__all__ = [
+    "CANDIDATE_QUANTILES",
+    "MIN_HISTORY_SECONDS",
+    "CandidateOutcome",
+    "HeadroomChoice",
+    "Objective",
+    "choose_headroom",
+]
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -39,36 +49,6 @@ CANDIDATE_QUANTILES: Final = (0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98, 0.99)
 """The quantiles the chooser replays (the policy's ``quantile`` range is (0.5, 1))."""
 MIN_HISTORY_SECONDS: Final = 86_400.0
 """History the chooser needs: half of it trains, half is measured."""
-
-
-@dataclass(frozen=True)
-class Objective:
-    """What a target asks of its headroom; exactly one field set."""
-
-    max_shortfall_share: float | None = None
-    """At most this share of minutes under-provisioned, in (0, 1)."""
-    shortfall_price: float | None = None
-    """GPU-minutes an under-provisioned pod-minute costs, > 0."""
-
-    def __post_init__(self) -> None:
-        share, price = self.max_shortfall_share, self.shortfall_price
-        if (share is None) == (price is None):
-            raise ValueError("an objective sets exactly one of maxShortfallShare, shortfallPrice")
-        if share is not None and not 0 < share < 1:
-            raise ValueError(f"maxShortfallShare must be in (0, 1), got {share}")
-        if price is not None and not price > 0:
-            raise ValueError(f"shortfallPrice must be > 0, got {price}")
-
-    def describe(self) -> str:
-        if self.max_shortfall_share is not None:
-            return f"at most {100 * self.max_shortfall_share:g}% of minutes under-provisioned"
-        return f"an under-provisioned pod-minute costs {self.shortfall_price:g} GPU-minutes"
-
-    def as_dict(self) -> dict[str, float]:
-        if self.max_shortfall_share is not None:
-            return {"maxShortfallShare": self.max_shortfall_share}
-        assert self.shortfall_price is not None
-        return {"shortfallPrice": self.shortfall_price}
 
 
 @dataclass(frozen=True)

@@ -131,6 +131,29 @@ _SHAPES: Final[Mapping[tuple[str, str], Json]] = {
             "additionalProperties": False,
         },
     },
+    ("policy", "objective"): _nullable(
+        {
+            "type": "object",
+            "anyOf": [
+                {
+                    "properties": {
+                        "maxShortfallShare": {
+                            "type": "number",
+                            "exclusiveMinimum": 0,
+                            "exclusiveMaximum": 1,
+                        }
+                    },
+                    "required": ["maxShortfallShare"],
+                    "additionalProperties": False,
+                },
+                {
+                    "properties": {"shortfallPrice": {"type": "number", "exclusiveMinimum": 0}},
+                    "required": ["shortfallPrice"],
+                    "additionalProperties": False,
+                },
+            ],
+        }
+    ),
     ("target", "name"): _text(_TARGET_ID_RE, 253),
     ("target", "selector"): {
         "type": "object",

@@ -8,6 +8,7 @@ need a season is the models' own declaration (``Model.needs_season``), not a lis
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -47,6 +48,62 @@ class Exclusion:
 
     reason: str = ""
     """Why the range is excluded (free text)."""
+
+
+@dataclass(frozen=True)
+class Objective:
+    """What a target asks of its headroom (``objective:``); exactly one field set. The
+    controller then chooses its quantile at each refit (``predictive_scaler.objective``)."""
+
+    max_shortfall_share: float | None = None
+    """At most this share of minutes under-provisioned, in (0, 1)."""
+    shortfall_price: float | None = None
+    """GPU-minutes an under-provisioned pod-minute costs, > 0."""
+
+    def __post_init__(self) -> None:
+        share, price = self.max_shortfall_share, self.shortfall_price
+        if (share is None) == (price is None):
+            raise ValueError("an objective sets exactly one of maxShortfallShare, shortfallPrice")
+        if share is not None and not 0 < share < 1:
+            raise ValueError(f"maxShortfallShare must be in (0, 1), got {share}")
+        if price is not None and not price > 0:
+            raise ValueError(f"shortfallPrice must be > 0, got {price}")
+
+    def describe(self) -> str:
+        if self.max_shortfall_share is not None:
+            return f"at most {100 * self.max_shortfall_share:g}% of minutes under-provisioned"
+        return f"an under-provisioned pod-minute costs {self.shortfall_price:g} GPU-minutes"
+
+    def as_dict(self) -> dict[str, float]:
+        if self.max_shortfall_share is not None:
+            return {"maxShortfallShare": self.max_shortfall_share}
+        assert self.shortfall_price is not None
+        return {"shortfallPrice": self.shortfall_price}
+
+
+_OBJECTIVE_KEYS: Final = ("maxShortfallShare", "shortfallPrice")
+_OBJECTIVE_RULE: Final = (
+    "must be null (off) or a mapping with one key: maxShortfallShare (a share of minutes "
+    "in (0, 1)) or shortfallPrice (GPU-minutes per under-provisioned pod-minute, > 0)"
+)
+
+
+def _parse_objective(value: object, ctx: _Ctx, path: str) -> Objective | None:
+    if value is None:
+        return None
+    if not isinstance(value, Mapping) or len(value) != 1 or set(value) - set(_OBJECTIVE_KEYS):
+        raise _Invalid(_OBJECTIVE_RULE)
+    ((key, number),) = value.items()
+    if isinstance(number, bool) or not isinstance(number, int | float):
+        raise _Invalid(_OBJECTIVE_RULE)
+    try:
+        if key == "maxShortfallShare":
+            return Objective(max_shortfall_share=float(number))
+        if not math.isfinite(number):
+            raise _Invalid(_OBJECTIVE_RULE)
+        return Objective(shortfall_price=float(number))
+    except ValueError:
+        raise _Invalid(_OBJECTIVE_RULE) from None
 
 
 # ---- exclusions ------------------------------------------------------------------------------
@@ -179,6 +236,21 @@ _FLOOR_QUANTILE = _number_field(
     "a bursty one (docs/benchmarks.md).",
     rule="must be a number from 0 (off) to 0.99",
 )
+_OBJECTIVE: _Field[Objective | None] = _Field(
+    "objective",
+    "mapping",
+    None,
+    _OBJECTIVE_RULE,
+    "Headroom from an objective: `{maxShortfallShare: 0.01}` (at most 1 % of minutes "
+    "under-provisioned) or `{shortfallPrice: P}` (an under-provisioned pod-minute costs P "
+    "GPU-minutes). At each refit the controller replays the target's own history through "
+    "the backtest's simulator at each candidate quantile and decides on the one that meets "
+    "it; `quantile` is then only the fallback while the history is under a day. Off "
+    "(`null`): `quantile` decides. Check it first with `backtest --max-shortfall-share` "
+    "(docs/benchmarks.md has how it did on the shared traces).",
+    _parse_objective,
+    "objective",
+)
 _MODEL = _choice_field(
     "model",
     "model",
@@ -267,6 +339,7 @@ _POLICY_FIELDS: Final[tuple[_Field[Any], ...]] = (
     _WARMUP,
     _QUANTILE,
     _FLOOR_QUANTILE,
+    _OBJECTIVE,
     _MODEL,
     _SEASONS_FIELD,
     _REFIT,
@@ -335,6 +408,9 @@ class Policy:
     floor_quantile: float = _FLOOR_QUANTILE.default
     """History floor: this quantile of the fitted history's demand, under the forecast; 0
     is off."""
+
+    objective: Objective | None = _OBJECTIVE.default
+    """Headroom from an objective: the quantile chosen at each refit; None is off."""
 
     model: str = _MODEL.default
     """Forecast model name, one of :data:`MODELS`."""
