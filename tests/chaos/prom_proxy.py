@@ -7,11 +7,15 @@ alone from a deterministic function of (namespace, timestamps), in the same JSON
 under test always goes through the real ``PrometheusSource`` adapter and its HTTP client.
 
 Faults are set per namespace (taken from the query's ``namespace="..."`` matcher) or for every
-query (namespace ``None``), and stay until changed:
+query (namespace ``None``), and stay until changed. :meth:`PrometheusFaultProxy.set_query_fault`
+narrows one to the ``sum`` queries of one metric of one namespace (the usage, queue or running
+query of a target, not its siblings). The kinds:
 
 - ``down``: the connection is closed without an answer (a crashed server, a reset); a truly
   closed port is :meth:`PrometheusFaultProxy.stop` or any free port;
 - ``slow``: the answer comes ``slow_seconds`` late (past the client's timeout);
+- ``hung``: the connection is accepted and the request read, but no answer ever comes
+  (a wedged query engine); only the client's own timeout ends it;
 - ``5xx``: HTTP 503 with a Prometheus error body;
 - ``bad_query``: HTTP 422 ``bad_data`` (a rejected query);
 - ``bad_json``: HTTP 200 with a body that is not JSON;
@@ -41,6 +45,7 @@ from aiohttp import web
 PROMETHEUS_FAULTS: Final = (
     "down",
     "slow",
+    "hung",
     "5xx",
     "bad_query",
     "bad_json",
@@ -53,8 +58,10 @@ PROMETHEUS_FAULTS: Final = (
 BAD_DATA_FAULTS: Final = frozenset(PROMETHEUS_FAULTS) - {"partial"}
 """Faults after which the controller has no usable new data (``partial`` still has some)."""
 
-SeriesFn = Callable[[str, npt.NDArray[np.float64]], Sequence[tuple[dict[str, str], Any]]]
-"""(namespace, timestamps) -> [(labels, values)]; an empty list: no such series."""
+SeriesFn = Callable[..., Sequence[tuple[dict[str, str], Any]]]
+"""(namespace, timestamps) -> [(labels, values)]; an empty list: no such series. With
+``by_metric=True`` the proxy passes the query's metric name too: (namespace, timestamps,
+metric)."""
 
 _NAMESPACE: Final = re.compile(r'namespace(=~?)"((?:[^"\\]|\\.)*)"')
 _GROUPED: Final = re.compile(r"^sum\s+by\s*\(\s*namespace\s*\)")
@@ -62,6 +69,8 @@ _LATEST: Final = re.compile(r"^max(\s+by\s*\(\s*namespace\s*\))?\s*\(\s*timestam
 """The newest sample's timestamp (reconcile's freshness query), per target when grouped."""
 _COUNT: Final = re.compile(r"^count(\s+by\s*\(\s*namespace\s*\))?\s*\(")
 """The number of series (pods) reporting, per target when grouped."""
+_METRIC: Final = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)\s*\{")
+"""The metric of a query: the first name followed by a label matcher."""
 
 
 @dataclass(frozen=True)
@@ -89,15 +98,19 @@ class PrometheusFaultProxy:
         *,
         upstream: str | None = None,
         series: SeriesFn | None = None,
+        by_metric: bool = False,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         if (upstream is None) == (series is None):
             raise ValueError("give exactly one of upstream and series")
         self.upstream = upstream.rstrip("/") if upstream else None
         self.series = series
+        self.by_metric = by_metric
         self.ssl_context = ssl_context
         """Serve HTTPS with this context (a self-signed certificate in the TLS tests)."""
         self.faults: dict[str | None, PromFault] = {}
+        self.query_faults: dict[tuple[str, str], PromFault] = {}
+        """(namespace, metric) -> the fault of that namespace's ``sum`` queries of it."""
         self.stats = _Stats()
         self.seen_headers: list[dict[str, str]] = []
         """Request headers, in order (tests check what the client sent)."""
@@ -160,13 +173,31 @@ class PrometheusFaultProxy:
         else:
             self.faults[namespace] = PromFault(kind, **options)
 
+    def set_query_fault(
+        self, kind: str | None, namespace: str, metric: str, **options: float
+    ) -> None:
+        """Inject ``kind`` into ``namespace``'s ``sum(...)`` / ``sum by (namespace) (...)``
+        queries of ``metric`` only (its freshness and pod-count queries answer as before);
+        ``None`` clears. A batched query that includes the namespace fails whole, as a real
+        server fails a whole request."""
+        if kind is None:
+            self.query_faults.pop((namespace, metric), None)
+        else:
+            self.query_faults[(namespace, metric)] = PromFault(kind, **options)
+
     def clear(self) -> None:
         self.faults.clear()
+        self.query_faults.clear()
 
-    def _faults_for(self, namespaces: Sequence[str]) -> dict[str | None, PromFault]:
+    def _faults_for(self, namespaces: Sequence[str], query: str) -> dict[str | None, PromFault]:
         found: dict[str | None, PromFault] = {}
+        metric = _metric(query) if query.lstrip().startswith("sum") else None
         for namespace in namespaces or [None]:
-            fault = self.faults.get(namespace, self.faults.get(None))
+            fault = None
+            if metric is not None and namespace is not None:
+                fault = self.query_faults.get((namespace, metric))
+            if fault is None:
+                fault = self.faults.get(namespace, self.faults.get(None))
             if fault is not None:
                 found[namespace] = fault
         return found
@@ -195,7 +226,7 @@ class PrometheusFaultProxy:
         params = await self._params(request)
         query = params.get("query", "")
         namespaces = _namespaces(query)
-        faults = self._faults_for(namespaces)
+        faults = self._faults_for(namespaces, query)
         for fault in faults.values():
             self.stats.faults[fault.kind] = self.stats.faults.get(fault.kind, 0) + 1
         # A failing server fails the whole request, whichever targets a batch was for.
@@ -219,6 +250,10 @@ class PrometheusFaultProxy:
         if fault.kind == "slow":
             await asyncio.sleep(fault.slow_seconds)
             return None
+        if fault.kind == "hung":
+            # Until the client gives up and closes the connection (the handler is then
+            # cancelled), or the server stops.
+            await asyncio.Event().wait()
         if fault.kind == "5xx":
             return _error(503, "unavailable", "injected: the query engine is overloaded")
         if fault.kind == "bad_query":
@@ -238,9 +273,17 @@ class PrometheusFaultProxy:
                 return result
         assert self.series is not None
         query = params.get("query", "").strip()
+        metric = _metric(query) or ""
+
+        def series(namespace: str, ts: npt.NDArray[np.float64]) -> list[tuple[dict[str, str], Any]]:
+            assert self.series is not None
+            if self.by_metric:
+                return list(self.series(namespace, ts, metric))
+            return list(self.series(namespace, ts))
+
         if instant:
             at = float(params.get("time", "0") or 0)
-            rows = [r for ns in namespaces for r in self.series(ns, np.array([at]))]
+            rows = [r for ns in namespaces for r in series(ns, np.array([at]))]
             total = float(sum(float(np.asarray(v)[0]) for _, v in rows))
             vector = [{"metric": {}, "value": [at, str(total)]}]
             return {"status": "success", "data": {"resultType": "vector", "result": vector}}
@@ -252,7 +295,7 @@ class PrometheusFaultProxy:
         grouped = _GROUPED.match(query)
         latest, counting = _LATEST.match(query), _COUNT.match(query)
         for namespace in namespaces:
-            found = list(self.series(namespace, ts))
+            found = series(namespace, ts)
             if not found:
                 continue
             finite = np.isfinite([np.asarray(v, dtype=np.float64) for _, v in found])
@@ -346,6 +389,11 @@ def _rewrite_series(
         ]
         series = [s for s in series if s["values"]]
     return series
+
+
+def _metric(query: str) -> str | None:
+    found = _METRIC.search(query)
+    return found.group(1) if found else None
 
 
 def _namespaces(query: str) -> list[str]:
