@@ -1,5 +1,5 @@
 """The soak's configuration as a ConfigMap in the API double, followed by the controller's
-real ConfigMap watch (``runtime._watch_config_map`` over ``config_watch.watch_config_map``
+real ConfigMap watch (``tasks.follow_config_map`` over ``config_watch.watch_config_map``
 and ``KubeClient.watch_configmap``), and the watch faults: 401 and 410 on the re-list after
 a dropped watch, and the ConfigMap deleted and created again.
 
@@ -15,8 +15,9 @@ import contextlib
 from collections.abc import Callable
 from typing import Any
 
+from predictive_scaler.controller import Controller
 from predictive_scaler.kube import ObjectRef
-from predictive_scaler.runtime import Controller, _watch_config_map
+from predictive_scaler.tasks import follow_config_map
 from tests.kube_double import KubeDouble, make_configmap
 
 NAMESPACE, NAME = "ops", "predictive-scaler"
@@ -66,7 +67,7 @@ class ConfigMapFeed:
 
         ready = asyncio.Event()
         self.task = asyncio.create_task(
-            _watch_config_map(controller, (NAMESPACE, NAME), no_wait, ready),
+            follow_config_map(controller, (NAMESPACE, NAME), no_wait, ready),
             name="soak-config-watch",
         )
         return await self._until(

@@ -44,19 +44,21 @@ class KillableFits:
         self.runner = (
             ProcessFitRunner(workers, timeout_seconds=timeout_seconds) if workers else None
         )
+        self.workers = workers
+        """As ``ProcessFitRunner.workers`` (the controller sizes its background fits by it)."""
         self.rng = rng
         self.outcomes = FitOutcomes()
         self.round = 0
         self._kill_next_fit = False
 
-    def workers(self) -> list[int]:
+    def worker_pids(self) -> list[int]:
         """Pids of the live worker processes (the pool's children: nothing else here
         is a multiprocessing child)."""
         return [p.pid for p in multiprocessing.active_children() if p.pid is not None]
 
     def kill_idle(self) -> bool:
         """SIGKILL one live worker now; False when none is running yet."""
-        pids = self.workers() if self.runner is not None else []
+        pids = self.worker_pids() if self.runner is not None else []
         if not pids:
             return False
         self._kill(self.rng.choice(pids))
@@ -79,7 +81,7 @@ class KillableFits:
         if self._kill_next_fit and self.runner is not None:
             self._kill_next_fit = False
             await asyncio.sleep(self.rng.uniform(0.0, 0.01))
-            pids = self.workers()
+            pids = self.worker_pids()
             if pids:
                 self._kill(self.rng.choice(pids))
                 self.outcomes.kills_during_fit += 1

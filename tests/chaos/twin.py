@@ -14,7 +14,8 @@ one did (the soak checks that too: the twin's fidelity).
 
 The copy is a ``copy.deepcopy`` whose memo maps the reconciler's I/O handles (its Prometheus
 source, its HPA API, its fit runner, its clock, its leadership check, its logger) to the
-twin's own, so nothing of the real controller is shared or touched.
+twin's own (the background-fit semaphore is shared: the twin runs when the real cycles are
+done), so nothing of the real controller is touched.
 """
 
 from __future__ import annotations
@@ -84,6 +85,8 @@ class Twin:
             id(real.clock): self.clock,
             id(real.may_patch): _never,
             id(real.log): real.log,
+            id(real.scale_selector): None,  # the pods as the copy found them
+            id(real.background_fits): real.background_fits,
         }
         self.copy: TargetReconciler = copy.deepcopy(real, memo)
 
