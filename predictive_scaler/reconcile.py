@@ -205,6 +205,8 @@ class TargetReconciler(SignalReader):
         self._history_known = False
         """Whether the history is this process's own (or handed over on a reload); until then
         the first cycle takes it from the HPA's state annotation."""
+        self._followed = False
+        """Whether the last cycle ran without the right to patch (a follower's)."""
         self.shadow: DryRunShadow | None = None
         """In dry run, the minReplicas and annotations it would have applied."""
         self._owner_reported: ForeignOwner | None = None
@@ -270,6 +272,14 @@ class TargetReconciler(SignalReader):
                 t.id, t.namespace, t.name, now, signals, error=str(error), error_status=error.status
             )
 
+        leading = not self.dry_run and self.may_patch()
+        if leading and self._followed:
+            # A follower's clocks are its own view (its data may have been bad while the
+            # leader's was good); the stored ones are what the leader acted on. Continue
+            # those, as a restarted process does: a hold then never ends sooner than the
+            # old leader's would have.
+            self._history, self._history_known = DecisionHistory(), False
+        self._followed = not leading
         self._adopt_stored_clocks(snapshot, now)
         reports = await self.read_signals(snapshot, now)
         return await self._decide_and_apply(snapshot, reports, now)
