@@ -25,14 +25,22 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
 
-from predictive_scaler.backtest import SimulationSettings, evaluation_start, simulate_demand
+from models import FitResult
+from predictive_scaler.backtest import (
+    SimulationSettings,
+    evaluation_start,
+    simulate_demand,
+    simulation_settings,
+)
 from predictive_scaler.baselines import SweepSettings
-from predictive_scaler.config.policy import Objective
+from predictive_scaler.config.policy import Objective, Policy
+from predictive_scaler.forecasting import fit_compact
+from predictive_scaler.values import HeadroomReport
 
 __all__ = [
     "CANDIDATE_QUANTILES",
@@ -40,7 +48,10 @@ __all__ = [
     "CandidateOutcome",
     "HeadroomChoice",
     "Objective",
+    "ObjectiveFit",
     "choose_headroom",
+    "fit_with_objective",
+    "objective_scenario",
 ]
 
 FloatArray = npt.NDArray[np.float64]
@@ -80,6 +91,56 @@ class HeadroomChoice:
     @property
     def chosen(self) -> CandidateOutcome | None:
         return next((c for c in self.candidates if c.quantile == self.quantile), None)
+
+    def report(self) -> HeadroomReport:
+        """What ``recommend`` and the annotation show."""
+        return HeadroomReport(
+            self.objective.describe(),
+            self.objective.as_dict(),
+            self.quantile,
+            self.met,
+            self.reason,
+        )
+
+
+def objective_scenario(
+    policy: Policy, target_per_pod: float, min_replicas: int, max_replicas: int
+) -> SimulationSettings:
+    """The replay of a live target: its policy on its HPA (target per pod, base and max
+    replicas as read this cycle), as ``backtest --config --target`` replays it."""
+    high = max(max_replicas, 1)
+    return simulation_settings(
+        policy,
+        target=target_per_pod,
+        min_replicas=min(max(min_replicas, 1), high),
+        max_replicas=high,
+    )
+
+
+@dataclass
+class ObjectiveFit(FitResult):
+    """A fit made at the quantile the chooser picked, and the choice."""
+
+    quantile: float = 0.9
+    choice: HeadroomChoice | None = None
+
+
+def fit_with_objective(
+    history: FloatArray,
+    step_seconds: float,
+    scenario: SimulationSettings,
+    objective: Objective,
+    fit_args: tuple[Any, ...],
+) -> ObjectiveFit:
+    """Choose the quantile on ``history``, then run the forecaster's own fit
+    (``forecasting.fit_compact(*fit_args)``, its quantile replaced by the choice; the
+    scenario's quantile without one). Module-level and of plain arguments, so a process pool
+    can run it as it runs a plain fit."""
+    choice = choose_headroom(history, step_seconds, scenario, objective)
+    quantile = choice.quantile if choice.quantile is not None else scenario.quantile
+    name, window, step, horizon, seasons, _policy_quantile, kept = fit_args
+    result = fit_compact(name, window, step, horizon, seasons, quantile, kept)
+    return ObjectiveFit(result.requested, result.model, result.notes, quantile, choice)
 
 
 def choose_headroom(

@@ -215,6 +215,14 @@ def report_to_json(
                 "needed": s.needed,
                 "model": s.model,
                 "problem": s.problem,
+                "objective": None
+                if s.objective is None
+                else {
+                    "objective": dict(s.objective.spec),
+                    "quantile": s.objective.quantile,
+                    "met": s.objective.met,
+                    "reason": s.objective.reason,
+                },
                 "query": signal_live(s).query or None,
                 "liveError": {
                     "method": "the running controller's forecasts as they came due "
@@ -290,6 +298,8 @@ def format_table(
                 f"{upper:>14}{_num(s.target_per_pod, 3):>9}"
                 f"{'-' if s.needed is None else s.needed:>7}  {s.model or '-':<22}{err}"
             )
+            if s.objective is not None:
+                lines.append(f"    objective    {s.objective.objective}: {s.objective.reason}")
             if seen.query:
                 lines.append(f"    query        {seen.query}")
             if s.problem is not None:

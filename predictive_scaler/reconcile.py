@@ -517,19 +517,7 @@ class TargetReconciler(SignalReader):
     ) -> dict[str, str | None]:
         good = [r for r in reports if r.problem is None and r.needed is not None]
         lead = max(good, key=lambda r: r.needed or 0) if good else None
-        forecast: str | None = None
-        if lead is not None:
-            forecast = json.dumps(
-                {
-                    "signal": lead.name,
-                    "mean": _round(lead.mean),
-                    "upper": _round(lead.upper_max),
-                    "horizonSeconds": lead.horizon_seconds,
-                    "quantile": lead.quantile,
-                    "at": _iso(now),
-                },
-                separators=(",", ":"),
-            )
+        forecast = forecast_annotation(lead, now) if lead is not None else None
         models = sorted({r.model for r in reports if r.model})
         return {
             ANNOTATION_BASE_MIN_REPLICAS: str(base),
@@ -539,6 +527,22 @@ class TargetReconciler(SignalReader):
             ANNOTATION_REASON: f"{decision.reason}: {decision.message}"[:1000],
             ANNOTATION_UPDATED_AT: _iso(now),
         }
+
+
+def forecast_annotation(lead: SignalReport, now: datetime) -> str:
+    """The last-forecast annotation of the signal that needs the most replicas; with an
+    objective, what it asked and whether the replay met it (the quantile is the chosen one)."""
+    doc: dict[str, object] = {
+        "signal": lead.name,
+        "mean": _round(lead.mean),
+        "upper": _round(lead.upper_max),
+        "horizonSeconds": lead.horizon_seconds,
+        "quantile": lead.quantile,
+        "at": _iso(now),
+    }
+    if lead.objective is not None:
+        doc["objective"] = {**lead.objective.spec, "met": lead.objective.met}
+    return json.dumps(doc, separators=(",", ":"))
 
 
 def _stored_clocks(annotations: Mapping[str, str]) -> ClockState | None:

@@ -23,15 +23,18 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Final
 
 import numpy as np
 import numpy.typing as npt
 
 from models import FitResult, InsufficientHistory, InvalidSeries
+from predictive_scaler.backtest import SimulationSettings
 from predictive_scaler.forecasting import TargetForecaster, refit_offset
 from predictive_scaler.logs import Logger
+from predictive_scaler.objective import HeadroomChoice, Objective, ObjectiveFit, fit_with_objective
 
 __all__ = ["CHEAP_FIRST_MODEL", "FitRunner", "SignalFitter"]
 
@@ -85,6 +88,14 @@ class SignalFitter:
         """Why the last fit failed; None after a fit lands."""
         self._running: _Running | None = None
         self._fully_fitted = False
+        self._objective: tuple[Objective, SimulationSettings] | None = None
+        self.choice: HeadroomChoice | None = None
+        """The objective's choice at the last fit that made one (None: no objective)."""
+
+    def set_objective(self, objective: Objective | None, scenario: SimulationSettings) -> None:
+        """From the next fit on, choose the quantile for ``objective`` on the fit's history,
+        replayed as ``scenario`` (the target's policy on its HPA as read this cycle)."""
+        self._objective = (objective, scenario) if objective is not None else None
 
     @property
     def fitting(self) -> bool:
@@ -137,9 +148,8 @@ class SignalFitter:
     async def _fit_now(
         self, history: FloatArray, new: FloatArray, age: int, *, model: str | None = None
     ) -> str | None:
-        forecaster = self.forecaster
         try:
-            result = await self.runner(forecaster.fit_job(history, model=model))
+            result = await self.runner(self._job(history, model))
         except Exception as error:  # a dead worker, a fit over its budget, a model's bug
             return self._failed(error, new)
         self._adopt(result, age, history, ())
@@ -148,8 +158,18 @@ class SignalFitter:
             self._fully_fitted = False
         return None
 
+    def _job(self, history: FloatArray, model: str | None = None) -> Callable[[], FitResult]:
+        """The forecaster's fit; with an objective (and not a stand-in), the chooser first,
+        then that fit at the quantile it picked: one job, run where fits run."""
+        job = self.forecaster.fit_job(history, model=model)
+        if self._objective is None or model is not None:
+            return job
+        objective, scenario = self._objective
+        step = self.forecaster.settings.step_seconds
+        return partial(fit_with_objective, history, step, scenario, objective, job.args)  # type: ignore[attr-defined]
+
     def _start(self, history: FloatArray, age: int) -> None:
-        job = self.forecaster.fit_job(history)
+        job = self._job(history)
 
         async def run() -> FitResult:
             async with self.background:
@@ -176,6 +196,16 @@ class SignalFitter:
         self, result: FitResult, age: int, history: FloatArray, since: list[FloatArray] | tuple[()]
     ) -> None:
         forecaster = self.forecaster
+        if isinstance(result, ObjectiveFit):
+            # The chosen quantile is the forecaster's until the next choice.
+            forecaster.settings = replace(forecaster.settings, quantile=result.quantile)
+            self.choice = result.choice
+            self.log.info(
+                "headroom_chosen",
+                signal=self.signal,
+                quantile=result.quantile,
+                reason=result.choice.reason if result.choice else None,
+            )
         forecaster.adopt(result, age_points=age, history=history)
         for points in since:  # what arrived while it ran, so it forecasts from now
             forecaster.observe(points)

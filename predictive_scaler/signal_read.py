@@ -32,6 +32,7 @@ from predictive_scaler.forecasting import (
     steps_for,
 )
 from predictive_scaler.logs import Logger
+from predictive_scaler.objective import objective_scenario
 from predictive_scaler.policy_settings import forecast_settings
 from predictive_scaler.prometheus import RangeResult, RangeStatus
 from predictive_scaler.promql import (
@@ -166,6 +167,14 @@ class SignalReader:
     async def read_signals(self, snapshot: HpaSnapshot, now: datetime) -> list[SignalReport]:
         """This cycle's report of every signal, against the HPA as read now."""
         await self._resolve_pods(snapshot, now)
+        objective = self.policy.objective
+        for state in self._signals.values():
+            per_pod = self._per_pod(snapshot, state.signal)
+            if objective is not None and per_pod is not None:
+                # The chooser replays this signal's history on the HPA as it is now.
+                base = snapshot.base_min_replicas or snapshot.min_replicas
+                scenario = objective_scenario(self.policy, per_pod, base, snapshot.max_replicas)
+                state.fitter.set_objective(objective, scenario)
         return [
             self._with_target(await self._contained_signal(state, now), snapshot, state.signal)
             for state in self._signals.values()
@@ -305,16 +314,22 @@ class SignalReader:
             self.settings.quantile,
         )
 
-    def _with_target(
-        self, report: SignalReport, snapshot: HpaSnapshot, signal: Signal
-    ) -> SignalReport:
+    @staticmethod
+    def _per_pod(snapshot: HpaSnapshot, signal: Signal) -> float | None:
+        """The signal's target per pod: configured, else the HPA's for its metric."""
         per_pod = signal.target_per_pod
         if per_pod is None and signal.hpa_metric is not None:
             for name in HPA_METRIC_ALIASES.get(signal.hpa_metric, (signal.hpa_metric,)):
                 per_pod = snapshot.target_average_value_for(name)
                 if per_pod is not None:
                     break
-        if per_pod is None or not per_pod > 0:
+        return per_pod if per_pod is not None and per_pod > 0 else None
+
+    def _with_target(
+        self, report: SignalReport, snapshot: HpaSnapshot, signal: Signal
+    ) -> SignalReport:
+        per_pod = self._per_pod(snapshot, signal)
+        if per_pod is None:
             problem = (
                 f"no target per pod: the HPA has no AverageValue target for "
                 f"{signal.hpa_metric!r} and targetPerPod is not set"
@@ -336,7 +351,8 @@ class SignalReader:
     async def _forecast_signal(self, state: SignalState, now: datetime) -> SignalReport:
         p = self.policy
         horizon = self.settings.horizon_steps * self.settings.step_seconds
-        base = SignalReport(state.signal.name, None, horizon, p.quantile)
+        # The quantile decided on: the policy's, or the one its objective last chose.
+        base = SignalReport(state.signal.name, None, horizon, state.forecaster.settings.quantile)
         problem, new_start, new, partial = await self._fetch(state, now)
         reporting, count_problem = await self._reporting_pods(state, now)
         base = replace(base, partial=partial or count_problem, reporting_pods=reporting)
@@ -394,9 +410,11 @@ class SignalReader:
         problem: str | None,
     ) -> SignalReport:
         backtest = state.forecaster.backtest_
+        choice = state.fitter.choice
         return replace(
             base,
             problem=problem,
+            objective=choice.report() if choice is not None else None,
             mean=window.mean_at_horizon,
             upper_at_horizon=window.upper_at_horizon,
             upper_max=window.upper_max,

@@ -252,6 +252,21 @@ class HpaWatchEvent(NamedTuple):
 
 
 @dataclass(frozen=True)
+class HeadroomReport:
+    """The quantile an objective chose at the last refit (``predictive_scaler.objective``)."""
+
+    objective: str
+    """The objective in words."""
+    spec: Mapping[str, float]
+    """The objective as configured (``{"maxShortfallShare": 0.01}``)."""
+    quantile: float | None
+    """The quantile chosen; None: no choice (too little history), the policy's decides."""
+    met: bool | None
+    """Whether the replay met a ``maxShortfallShare`` (None for a price)."""
+    reason: str
+
+
+@dataclass(frozen=True)
 class SignalReport:
     """One signal after a cycle: its forecast, or why there is none."""
 
@@ -291,6 +306,8 @@ class SignalReport:
     fresh_until: datetime | None = None
     """When the forecast's data goes stale (newest sample + staleAfter): past this it must not
     be published, since nothing new has entered it."""
+    objective: HeadroomReport | None = None
+    """With ``policy.objective``: the quantile chosen at the last refit, and why."""
 
     @property
     def data_ok(self) -> bool:
