@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final, Protocol
 
-from predictive_scaler.prometheus import GroupedRanges, RangeResult
 from predictive_scaler.promql import render_batch_query
+from predictive_scaler.ranges import GroupedRanges, RangeResult
 
 __all__ = [
     "DEFAULT_BATCH_SAMPLES",
@@ -47,7 +47,7 @@ class FetchPlan:
     end: float
     step: float
     kind: str = "sum"
-    """What the batched query computes per target (``prometheus.batch_shape``)."""
+    """What the batched query computes per target (``promql.batch_shape``)."""
 
 
 class GroupedMetricSource(Protocol):

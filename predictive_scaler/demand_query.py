@@ -17,8 +17,8 @@ import numpy.typing as npt
 from predictive_scaler.config import Signal
 from predictive_scaler.demand import compute_demand, compute_uncorrected
 from predictive_scaler.logs import Logger
-from predictive_scaler.prometheus import RangeResult, RangeStatus
 from predictive_scaler.promql import fresh_samples_template, latest_sample_template
+from predictive_scaler.ranges import RangeResult, RangeStatus
 
 __all__ = ["DemandRead", "RangeReader", "fetch_signal_demand"]
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import ast
 import asyncio
 import base64
-import enum
 import json
 import math
 import os
@@ -30,7 +29,6 @@ from typing import Any, Final, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
-import numpy.typing as npt
 import requests
 import requests.auth
 import urllib3.exceptions
@@ -38,7 +36,8 @@ from prometheus_api_client import PrometheusConnect
 from prometheus_api_client.exceptions import PrometheusApiClientException
 from urllib3.util.retry import Retry
 
-# The PromQL rendering lives in promql.py; its names stay importable from here.
+# The PromQL rendering lives in promql.py and the answers' values in ranges.py; their names
+# stay importable from here.
 from predictive_scaler.promql import (
     batch_shape,
     batchable_metric,
@@ -50,6 +49,18 @@ from predictive_scaler.promql import (
     render_matchers,
     render_query,
     reporting_pods_template,
+)
+from predictive_scaler.ranges import (
+    AnswerShapeError,
+    GroupedRanges,
+    RangeResult,
+    RangeStatus,
+    SeriesSums,
+    empty_range,
+    error_range,
+    frozen_array,
+    parse_instant,
+    parse_matrix,
 )
 
 __all__ = [
@@ -160,45 +171,6 @@ class PrometheusSettings:
     __str__ = __repr__
 
 
-# --------------------------------------------------------------------------- results
-
-
-class RangeStatus(enum.Enum):
-    """Outcome of a range query."""
-
-    OK = "ok"
-    """Every step has a finite value and every series has a sample at every step."""
-    EMPTY = "empty"
-    """The query matched no series."""
-    PARTIAL = "partial"
-    """Values came back, but some steps are NaN or missing in some series (see message)."""
-    ERROR = "error"
-    """No usable answer: unreachable, timed out, HTTP error, bad query, invalid JSON."""
-
-
-@dataclass(frozen=True, eq=False)
-class RangeResult:
-    """A range query's answer on the regular grid `start, start + step, ... <= end`.
-
-    `values` is the per-step sum over all returned series (the demand is an aggregate); a
-    step is NaN when no series has a sample there or when a sample at it is NaN/Inf. A series
-    missing at a step where others have samples is summed over the series present (a pod that
-    did not exist held no cache) and the result is PARTIAL. The arrays are read-only.
-    """
-
-    status: RangeStatus
-    timestamps: npt.NDArray[np.float64]
-    """Unix seconds of the grid."""
-    values: npt.NDArray[np.float64]
-    message: str = ""
-    """One line: why the status is not OK, or a short summary."""
-    series_count: int = 0
-
-    @property
-    def ok(self) -> bool:
-        return self.status is RangeStatus.OK
-
-
 # --------------------------------------------------------------------------- source
 
 
@@ -289,7 +261,7 @@ class PrometheusSource:
         answer = await self.fetch_range_grouped(query, (), start, end, step_seconds)
         if isinstance(answer, RangeResult):
             return answer
-        return answer.get((), _empty_result(answer.grid))
+        return answer.get((), empty_range(answer.grid))
 
     async def fetch_range_grouped(
         self,
@@ -311,8 +283,8 @@ class PrometheusSource:
         if end_s < start_s:
             raise ValueError("end is before start")
         n_steps = math.floor((end_s - start_s) / step_seconds + 1e-9) + 1
-        grid = _frozen(start_s + np.arange(n_steps, dtype=np.float64) * step_seconds)
-        groups: dict[tuple[str, ...], _Accumulator] = {}
+        grid = frozen_array(start_s + np.arange(n_steps, dtype=np.float64) * step_seconds)
+        groups: dict[tuple[str, ...], SeriesSums] = {}
 
         for first in range(0, n_steps, self._max_points):
             last = min(n_steps, first + self._max_points) - 1
@@ -324,15 +296,15 @@ class PrometheusSource:
                     float(grid[last]),
                     step_seconds,
                 )
-                chunk = _parse_matrix(result)
+                chunk = parse_matrix(result)
             except Exception as exc:  # every failure becomes a value, not a raise
-                return _error_result(grid, f"range query failed: {self._describe(exc)}")
+                return error_range(grid, f"range query failed: {self._describe(exc)}")
             for labels, ts, samples in chunk:
                 found = dict(labels)
                 key = tuple(found.get(name, "") for name in by)
                 acc = groups.get(key)
                 if acc is None:
-                    acc = groups[key] = _Accumulator(n_steps)
+                    acc = groups[key] = SeriesSums(n_steps)
                 acc.add(labels, np.rint((ts - start_s) / step_seconds).astype(np.int64), samples)
         return GroupedRanges(grid, {key: acc.result(grid) for key, acc in groups.items()})
 
@@ -346,7 +318,7 @@ class PrometheusSource:
         at_s = _unix_seconds(at, "at")
         try:
             result = await self._call(self._query_instant_blocking, query, at_s)
-            samples = _parse_instant(result)
+            samples = parse_instant(result)
         except Exception as exc:
             raise self._classify(exc, "instant query failed: ") from None
         if not samples:
@@ -359,7 +331,7 @@ class PrometheusSource:
         """Raise PrometheusUnavailable unless the server answers a trivial query."""
         try:
             result = await self._call(self._query_instant_blocking, "vector(1)", None)
-            samples = _parse_instant(result)
+            samples = parse_instant(result)
         except Exception as exc:
             raise PrometheusUnavailable(
                 f"Prometheus at {self._display_url} is unavailable: {self._describe(exc)}"
@@ -573,153 +545,6 @@ def _describe_error(exc: BaseException, url: str, settings: PrometheusSettings) 
         return f"cannot connect to {url}: {_root_cause(exc)}"
     if isinstance(exc, requests.RequestException):
         return f"request to {url} failed: {type(exc).__name__}"
-    if isinstance(exc, _ShapeError):
+    if isinstance(exc, AnswerShapeError):
         return f"unexpected answer from {url}: {exc}"
     return f"{type(exc).__name__}: {exc}"
-
-
-class _ShapeError(ValueError):
-    """The JSON answer does not have the shape of a Prometheus API result."""
-
-
-_Series = tuple[tuple[tuple[str, str], ...], npt.NDArray[np.float64], npt.NDArray[np.float64]]
-
-
-def _parse_matrix(result: Any) -> list[_Series]:
-    if not isinstance(result, list):
-        raise _ShapeError("range result is not a list of series")
-    parsed: list[_Series] = []
-    for item in result:
-        if not isinstance(item, dict) or not isinstance(item.get("values"), list):
-            raise _ShapeError("a series has no 'values' list")
-        metric = item.get("metric") or {}
-        if not isinstance(metric, dict):
-            raise _ShapeError("a series' 'metric' is not an object")
-        labels = tuple(sorted((str(k), str(v)) for k, v in metric.items()))
-        try:
-            ts = np.array([float(p[0]) for p in item["values"]], dtype=np.float64)
-            vs = np.array([float(p[1]) for p in item["values"]], dtype=np.float64)
-        except (TypeError, ValueError, IndexError, KeyError):
-            raise _ShapeError("a sample is not a [timestamp, value] pair") from None
-        parsed.append((labels, ts, vs))
-    return parsed
-
-
-def _parse_instant(result: Any) -> list[float]:
-    """Samples of a vector result, or the one value of a scalar result."""
-    try:
-        if isinstance(result, list) and len(result) == 2 and not isinstance(result[0], dict):
-            return [float(result[1])]  # resultType scalar: [timestamp, "value"]
-        if not isinstance(result, list):
-            raise _ShapeError("instant result is neither a vector nor a scalar")
-        return [float(item["value"][1]) for item in result]
-    except (TypeError, ValueError, IndexError, KeyError):
-        raise _ShapeError("instant result is neither a vector nor a scalar") from None
-
-
-def _freeze(
-    status: RangeStatus,
-    timestamps: npt.NDArray[np.float64],
-    values: npt.NDArray[np.float64],
-    message: str,
-    series_count: int,
-) -> RangeResult:
-    return RangeResult(status, _frozen(timestamps), _frozen(values), message, series_count)
-
-
-def _frozen(array: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-    """A read-only float64 array: ``array`` itself when it already is one (so the groups of
-    a batched answer share one grid instead of a copy each), else a frozen copy."""
-    if array.dtype == np.float64 and not array.flags.writeable:
-        return array
-    out = np.array(array, dtype=np.float64)
-    out.setflags(write=False)
-    return out
-
-
-def _error_result(grid: npt.NDArray[np.float64], message: str) -> RangeResult:
-    return _freeze(RangeStatus.ERROR, grid, np.full(grid.shape, np.nan), message, 0)
-
-
-def _empty_result(grid: npt.NDArray[np.float64]) -> RangeResult:
-    return _freeze(
-        RangeStatus.EMPTY, grid, np.full(grid.shape, np.nan), "query returned no series", 0
-    )
-
-
-class _Accumulator:
-    """Per-step sums of the series of one group, and what was missing or not finite."""
-
-    def __init__(self, n_steps: int) -> None:
-        self.n_steps = n_steps
-        self.sums = np.zeros(n_steps)
-        self.present = np.zeros(n_steps, dtype=np.int64)
-        self.nonfinite_steps = np.zeros(n_steps, dtype=bool)
-        self.nonfinite_samples = 0
-        self.series_keys: set[tuple[tuple[str, str], ...]] = set()
-
-    def add(
-        self,
-        labels: tuple[tuple[str, str], ...],
-        index: npt.NDArray[np.int64],
-        samples: npt.NDArray[np.float64],
-    ) -> None:
-        self.series_keys.add(labels)
-        keep = (index >= 0) & (index < self.n_steps)
-        index, vs = index[keep], samples[keep]
-        finite = np.isfinite(vs)
-        np.add.at(self.sums, index[finite], vs[finite])
-        np.add.at(self.present, index, 1)
-        self.nonfinite_steps[index[~finite]] = True
-        self.nonfinite_samples += int((~finite).sum())
-
-    def result(self, grid: npt.NDArray[np.float64]) -> RangeResult:
-        n_steps, present = self.n_steps, self.present
-        n_series = len(self.series_keys)
-        if n_series == 0:
-            return _empty_result(grid)
-        values = np.where((present > 0) & ~self.nonfinite_steps, self.sums, np.nan)
-        problems = []
-        no_sample = int((present == 0).sum())
-        if no_sample:
-            problems.append(f"{no_sample} of {n_steps} steps have no sample")
-        some_missing = int(((present > 0) & (present < n_series)).sum())
-        if some_missing:
-            problems.append(
-                f"{some_missing} steps lack a sample in some of the {n_series} series "
-                "(summed over the series present)"
-            )
-        if self.nonfinite_samples:
-            problems.append(
-                f"{self.nonfinite_samples} NaN/Inf samples made "
-                f"{int(self.nonfinite_steps.sum())} steps NaN"
-            )
-        if problems:
-            return _freeze(RangeStatus.PARTIAL, grid, values, "; ".join(problems), n_series)
-        summary = f"{n_series} series summed over {n_steps} steps"
-        return _freeze(RangeStatus.OK, grid, values, summary, n_series)
-
-
-# --------------------------------------------------------------------------- batching
-
-
-@dataclass(frozen=True, eq=False)
-class GroupedRanges:
-    """A grouped range answer: one `RangeResult` per label-value tuple that had series."""
-
-    grid: npt.NDArray[np.float64]
-    groups: Mapping[tuple[str, ...], RangeResult]
-
-    def get(self, key: tuple[str, ...], default: RangeResult | None = None) -> RangeResult:
-        """The group's result; EMPTY (as the per-target query would be) when it had none.
-        The EMPTY results of one answer are one shared object (they are read-only)."""
-        found = self.groups.get(key)
-        if found is not None:
-            return found
-        if default is not None:
-            return default
-        empty: RangeResult | None = self.__dict__.get("_empty")
-        if empty is None:
-            empty = _empty_result(self.grid)
-            object.__setattr__(self, "_empty", empty)
-        return empty

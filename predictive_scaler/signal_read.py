@@ -34,7 +34,6 @@ from predictive_scaler.forecasting import (
 from predictive_scaler.logs import Logger
 from predictive_scaler.objective import objective_scenario
 from predictive_scaler.policy_settings import forecast_settings
-from predictive_scaler.prometheus import RangeResult, RangeStatus
 from predictive_scaler.promql import (
     batch_shape,
     fresh_samples_template,
@@ -44,6 +43,7 @@ from predictive_scaler.promql import (
     reporting_pods_template,
     selector_matchers,
 )
+from predictive_scaler.ranges import RangeResult, RangeStatus
 from predictive_scaler.signal_buffer import PendingForecast, SignalBuffer
 from predictive_scaler.signal_fitter import SignalFitter
 from predictive_scaler.values import HpaSnapshot, KubeApiError, SignalReport

@@ -39,8 +39,9 @@ from predictive_scaler.config import (
 from predictive_scaler.demand_query import fetch_signal_demand
 from predictive_scaler.kube import KubeClient, load_api_client
 from predictive_scaler.logs import Logger
-from predictive_scaler.prometheus import MAX_POINTS_PER_QUERY, PrometheusSource, RangeResult
+from predictive_scaler.prometheus import MAX_POINTS_PER_QUERY, PrometheusSource
 from predictive_scaler.promql import render_matchers, render_query, selector_matchers
+from predictive_scaler.ranges import RangeResult
 from predictive_scaler.reconcile import determine_base
 from predictive_scaler.settings import prometheus_settings
 from predictive_scaler.values import KubeApiError
