@@ -40,13 +40,7 @@ from predictive_scaler.annotations import (
     restore_history,
     state_changed,
 )
-from predictive_scaler.batching import (
-    DEFAULT_BATCH_SAMPLES,
-    DEFAULT_BATCH_SIZE,
-    FetchPlan,
-    GroupedMetricSource,
-    prefetch_batched,
-)
+from predictive_scaler.batching import prefetch_batched
 from predictive_scaler.config import Target
 from predictive_scaler.decision import (
     Decision,
@@ -61,14 +55,12 @@ from predictive_scaler.ownership import ForeignOwner, find_foreign_owner
 from predictive_scaler.policy_settings import decision_policy
 from predictive_scaler.ports import HpaApi
 from predictive_scaler.signal_buffer import LIVE_ERROR_WINDOW
-from predictive_scaler.signal_buffer import PendingForecast as _Pending  # noqa: F401
 from predictive_scaler.signal_read import (
     FitRunner,
     MetricSource,
     SignalReader,
     _fit_in_thread,
 )
-from predictive_scaler.signal_read import SignalState as _SignalState  # noqa: F401
 from predictive_scaler.values import (
     ConflictError,
     CycleReport,
@@ -77,19 +69,15 @@ from predictive_scaler.values import (
     SignalReport,
 )
 
-# _Pending and _SignalState are imported only for the tests written before the ring buffer
-# had its own module (signal_buffer, signal_read), which still import them from here.
+# LIVE_ERROR_WINDOW and prefetch_batched are imported only for the tests written before the
+# ring buffer and the batching had modules of their own, which still import them from here.
 __all__ = [
-    "DEFAULT_BATCH_SAMPLES",
-    "DEFAULT_BATCH_SIZE",
     "LIVE_ERROR_WINDOW",
     "MANAGED_ANNOTATIONS",
     "MAX_CONFLICT_RETRIES",
     "CycleReport",
     "DryRunShadow",
-    "FetchPlan",
     "FitRunner",
-    "GroupedMetricSource",
     "HpaApi",
     "MetricSource",
     "SignalReport",

@@ -4,20 +4,18 @@ scored against the bound the decision took."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import pytest
 
-from predictive_scaler.reconcile import _Pending, _SignalState
+from predictive_scaler.signal_buffer import PendingForecast as _Pending
+from predictive_scaler.signal_buffer import SignalBuffer
 
 STEP = 60.0
 
 
-def state_with(points: list[float], *pending: _Pending) -> _SignalState:
+def state_with(points: list[float], *pending: _Pending) -> SignalBuffer:
     # Scoring needs only the buffer; the signal and its model are not consulted.
-    none: Any = None
-    state = _SignalState(signal=none, forecaster=none, capacity=16, step=STEP)
+    state = SignalBuffer(capacity=16, step=STEP)
     state.append(0.0, np.array(points))
     state.pending.extend(pending)
     return state

@@ -17,9 +17,8 @@ from models.base import Model, calibration_points
 from models.calibration import pinball
 from models.series import naive_scale
 from predictive_scaler.backtest import _forecast_uppers
-from predictive_scaler.config import Signal
 from predictive_scaler.forecasting import ForecastSettings, TargetForecaster
-from predictive_scaler.reconcile import _Pending, _SignalState
+from predictive_scaler.signal_buffer import PendingForecast, SignalBuffer
 
 STEP = 300.0
 H = 10
@@ -185,15 +184,13 @@ def test_auto_describes_its_choice_and_every_score_ranked() -> None:
 
 
 def test_the_live_loop_scores_the_window_peak_against_its_bound_as_forecasts_come_due() -> None:
-    signal = Signal("kv_cache", "sum(x)")
-    settings = ForecastSettings(step_seconds=60.0, horizon_seconds=180.0, model="persistence")
-    state = _SignalState(signal, TargetForecaster(settings), capacity=100, step=60.0)
+    state = SignalBuffer(capacity=100, step=60.0)  # a signal's buffer, as the live loop keeps
     state.append(0.0, np.array([1.0, 1.0]))  # points at 0 s and 60 s
     # From the point at 60 s, windows of 120 .. 240 s: the per-step forecast at 240 s is
     # met (1.0 <= 1.5) while the window's peak, 3.0 at 180 s, is over the first bound only.
-    state.pending.append(_Pending(240.0, 1.0, 1.5, 120.0, 2.0))
-    state.pending.append(_Pending(240.0, 1.0, 1.5, 120.0, 3.0))
-    state.pending.append(_Pending(300.0, 1.0, 1.5, 180.0, 9.0))  # not due yet
+    state.pending.append(PendingForecast(240.0, 1.0, 1.5, 120.0, 2.0))
+    state.pending.append(PendingForecast(240.0, 1.0, 1.5, 120.0, 3.0))
+    state.pending.append(PendingForecast(300.0, 1.0, 1.5, 180.0, 9.0))  # not due yet
     state.append(120.0, np.array([1.0, 3.0, 1.0]))
     state.settle()
     assert list(state.covered) == [True, True]
