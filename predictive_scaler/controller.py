@@ -23,6 +23,7 @@ from predictive_scaler.informer import CachedHpaApi, HpaInformer, informer_scope
 from predictive_scaler.kube import KubeClient
 from predictive_scaler.leader import LeaderElector
 from predictive_scaler.logs import get_logger
+from predictive_scaler.pod_overlap import PodClaims
 from predictive_scaler.publish import ControllerMetrics, HealthState, SignalFigures, TargetFigures
 from predictive_scaler.reconcile import (
     CycleReport,
@@ -93,6 +94,8 @@ class Controller:
         # One worker is left for the cheap first fits of targets still starting.
         self.background_fits = asyncio.Semaphore(max(1, int(workers) - 1))
         self.config: Config | None = None
+        self.pod_claims = PodClaims()
+        """The pods of every target, as far as known, to find targets whose pods overlap."""
         self.reconcilers: dict[TargetKey, TargetReconciler] = {}
         self.pending_restores = RestoreQueue(
             self.hpa_api, clock=clock, may_patch=self.may_patch, metrics=self.metrics
@@ -263,6 +266,7 @@ class Controller:
                 self.dispatcher.discard(key)
                 self.last_reports.pop(key, None)
                 self.metrics.remove_target(old.target.id)
+                self.pod_claims.release(old.target.id)
                 if owns(*key):  # another shard's target is that shard's to manage
                     self.pending_restores.add(key)
                 log.info("target_removed", target=old.target.id)
@@ -285,6 +289,7 @@ class Controller:
                 fresh.shadow = current.shadow
                 if current.target.id != target.id:
                     self.metrics.remove_target(current.target.id)
+                    self.pod_claims.release(current.target.id)
             self.reconcilers[key] = fresh
             if key not in self.dispatcher.queue:  # a rebuilt target keeps its due time
                 self.dispatcher.schedule(key, self.clock())
@@ -314,6 +319,7 @@ class Controller:
             fit_runner=self.fit_runner,
             progressive=self.progressive_start,
             background_fits=self.background_fits,
+            pod_claims=self.pod_claims,
         )
 
     async def wait_for_fits(self) -> None:
@@ -420,6 +426,7 @@ class Controller:
                 at=report.at,
                 owner=report.owner,
                 owner_reason=report.reason if report.owner else None,
+                overlaps=tuple((o.other, o.certain) for o in report.overlaps),
                 signals=tuple(
                     SignalFigures(
                         name=s.name,

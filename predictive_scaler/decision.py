@@ -26,6 +26,7 @@ SCALE_DOWN_STABILIZED = "ScaleDownStabilized"
 FAILED_GET_METRIC = "FailedGetMetric"
 PARTIAL_METRICS = "PartialMetrics"
 MISSING_DATA_DECAY = "MissingDataDecay"
+AMBIGUOUS_SELECTOR = "AmbiguousSelector"
 
 
 @dataclass(frozen=True)
@@ -266,3 +267,14 @@ def _decide_without_data(
         f"no usable data for {held:.0f}s ({problems}); returning towards base {base}",
     )
     return Decision(new, None, (step,), new_history)
+
+
+def decide_ambiguous_selector(hpa: HpaLimits, overlap: str) -> Decision:
+    """Hold while the target's pods are also another target's (``overlap`` says whose): its
+    demand is not its own, so it may neither raise nor lower on it (the HPA controller stops
+    scaling such HPAs alike). The history starts afresh: once the overlap ends, a lowering
+    waits the whole delay on the target's own demand, and a raise is at once."""
+    base = min(hpa.base_min_replicas, hpa.max_replicas)
+    current = min(max(hpa.min_replicas, base), hpa.max_replicas)
+    step = Step(AMBIGUOUS_SELECTOR, current, f"holding {current}: {overlap}")
+    return Decision(current, None, (step,), DecisionHistory())

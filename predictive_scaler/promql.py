@@ -14,6 +14,8 @@ import string
 from collections.abc import Mapping, Sequence
 from typing import Final
 
+from predictive_scaler.pod_overlap import Requirement
+
 __all__ = [
     "batch_shape",
     "batchable_metric",
@@ -27,6 +29,7 @@ __all__ = [
     "render_query",
     "reporting_pods_template",
     "selector_matchers",
+    "selector_requirements",
 ]
 
 _LABEL_NAME: Final = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
@@ -345,3 +348,36 @@ def selector_matchers(selector: str) -> tuple[dict[str, str], tuple[str, ...]]:
         else:
             other.append(f'{name}!=""')  # the key exists
     return equal, tuple(other)
+
+
+def selector_requirements(selector: str) -> tuple[Requirement, ...]:
+    """A serialized Kubernetes label selector as requirements on the series' labels (keys
+    named as :func:`prometheus_label_name` names them; a missing label is the empty value,
+    as PromQL reads it), for :mod:`~predictive_scaler.pod_overlap`. ``ValueError`` for text
+    that is not a selector."""
+    found: list[Requirement] = []
+    position = 0
+    text = selector.strip()
+    while position < len(text):
+        match = _SELECTOR_REQUIREMENT.match(text, position)
+        if match is None or match.end() == position:
+            raise ValueError(f"not a label selector: {selector!r}")
+        position = match.end()
+        if match.group("neg"):
+            found.append(Requirement(prometheus_label_name(match.group("absent")), _EMPTY))
+            continue
+        name = prometheus_label_name(match.group("key"))
+        op, value = match.group("op"), match.group("value")
+        if op in ("=", "=="):
+            found.append(Requirement(name, frozenset({value})))
+        elif op == "!=":
+            found.append(Requirement(name, frozenset({value}), negated=True))
+        elif match.group("set"):
+            values = frozenset(v.strip() for v in match.group("values").split(",") if v.strip())
+            found.append(Requirement(name, values, negated=match.group("set") == "notin"))
+        else:
+            found.append(Requirement(name, _EMPTY, negated=True))  # the key exists
+    return tuple(found)
+
+
+_EMPTY: Final = frozenset({""})

@@ -83,6 +83,8 @@ class TargetFigures:
     """``Kind/name`` of another controller owning the HPA (never patched), else ``None``."""
     owner_reason: str | None = None
     """Why it is left alone: ``OwnedByKEDA`` or ``OwnedByController``."""
+    overlaps: tuple[tuple[str, bool], ...] = ()
+    """Other targets whose pods overlap this one's: (their id, whether certainly)."""
 
 
 @dataclass(frozen=True)
@@ -174,6 +176,13 @@ class ControllerMetrics:
             (*_TARGET_LABELS, "reason", "owner"),
             registry=r,
         )
+        self.target_overlap = Gauge(
+            "predictive_scaler_target_overlap",
+            "1 while the target's pods overlap another target's (other): certain=true holds "
+            "minReplicas (AmbiguousSelector), certain=false cannot be told from the selectors.",
+            (*_TARGET_LABELS, "other", "certain"),
+            registry=r,
+        )
         self.cycle_duration = Histogram(
             "predictive_scaler_cycle_duration_seconds",
             "Duration of one target's cycle.",
@@ -238,6 +247,7 @@ class ControllerMetrics:
             self.coverage: _SIGNAL_LABELS,
             self.peak_coverage: _SIGNAL_LABELS,
             self.data_ok: _SIGNAL_LABELS,
+            self.target_overlap: (*_TARGET_LABELS, "other", "certain"),
         }
         self._values: dict[tuple[MetricWrapperBase, tuple[str, ...]], tuple[float, datetime]] = {}
         self._published_at: datetime = datetime.now(UTC)
@@ -293,6 +303,8 @@ class ControllerMetrics:
         if figures.owner is not None:
             owned = (*ids, figures.owner_reason or "", figures.owner)
             put(self.owned_elsewhere, owned, 1.0)
+        for other, certain in figures.overlaps:
+            put(self.target_overlap, (*ids, other, "true" if certain else "false"), 1.0)
         for s in figures.signals:
             sig = (*ids, s.name)
             horizon = f"{s.horizon_seconds:g}"

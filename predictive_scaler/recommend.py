@@ -31,6 +31,7 @@ from predictive_scaler.config import Config, ConfigError, format_duration, load_
 from predictive_scaler.config import parse_config as _parse_config
 from predictive_scaler.kube import KubeClient, load_api_client
 from predictive_scaler.logs import configure_logging
+from predictive_scaler.pod_overlap import PodClaims
 from predictive_scaler.prometheus import PrometheusError, PrometheusSource, PrometheusUnavailable
 from predictive_scaler.promql import escape_promql_string, render_query
 from predictive_scaler.reconcile import TargetReconciler
@@ -101,8 +102,9 @@ async def recommend(
                 raise RecommendError(str(error)) from None
             reports: list[CycleReport] = []
             live: dict[tuple[str, str], LiveFigures] = {}
-            for target in config.enabled_targets():
-                reconciler = TargetReconciler(
+            claims = PodClaims()
+            reconcilers = [
+                TargetReconciler(
                     target,
                     source,
                     kube,
@@ -110,7 +112,15 @@ async def recommend(
                     may_patch=lambda: False,
                     dry_run=True,
                     emit_events=False,
+                    pod_claims=claims,
                 )
+                for target in config.enabled_targets()
+            ]
+            # Every target's pods first, so each decides knowing whose pods overlap its own.
+            for reconciler in reconcilers:
+                await _find_pods(kube, reconciler, now())
+            for reconciler in reconcilers:
+                target = reconciler.target
                 report = await reconciler.reconcile()
                 if report.error_status == 0:
                     raise RecommendError(f"cannot reach the Kubernetes API: {report.error}")
@@ -133,6 +143,17 @@ async def recommend(
     else:
         out.write(format_table(reports, live))
     return 1 if unusable(reports) else 0
+
+
+async def _find_pods(kube: KubeClient, reconciler: TargetReconciler, now: datetime) -> None:
+    """Read the target's pods (its cycle then keeps them); an HPA that cannot be read is
+    the cycle's to report."""
+    t = reconciler.target
+    try:
+        snapshot = await kube.read_hpa(t.namespace, t.name)
+    except KubeApiError:
+        return
+    await reconciler.resolve_pods(snapshot, now)
 
 
 def unusable(reports: Sequence[CycleReport]) -> list[str]:
@@ -203,6 +224,9 @@ def report_to_json(
         "reason": report.reason,
         "message": report.message,
         "error": report.error,
+        "overlaps": [
+            {"other": o.other, "certain": o.certain, "why": o.why} for o in report.overlaps
+        ],
         "signals": [
             {
                 "name": s.name,
@@ -223,6 +247,7 @@ def report_to_json(
                     "met": s.objective.met,
                     "reason": s.objective.reason,
                 },
+                "freshness": s.freshness,
                 "query": signal_live(s).query or None,
                 "liveError": {
                     "method": "the running controller's forecasts as they came due "
@@ -302,6 +327,12 @@ def format_table(
                 lines.append(f"    objective    {s.objective.objective}: {s.objective.reason}")
             if seen.query:
                 lines.append(f"    query        {seen.query}")
+            if s.freshness == "grid":
+                lines.append(
+                    "    freshness judged on the grid: not of the presets' shape "
+                    "sum(METRIC{${matchers}}), so no sample timestamps (staleAfter reads up to "
+                    "5m late, through Prometheus' lookback)"
+                )
             if s.problem is not None:
                 lines.append(f"    problem: {s.problem}")
         change = (
@@ -311,6 +342,9 @@ def format_table(
         )
         lines.append(f"  recommended  minReplicas {r.recommended} ({change})")
         lines.append(f"  reason       {r.reason}: {r.message}")
+        for o in r.overlaps:
+            kind = "pods overlap with" if o.certain else "pods may overlap with"
+            lines.append(f"  overlap      {kind} {o.other}: {o.why}")
         lines.append("")
     if not reports:
         lines.append("no enabled targets")

@@ -48,10 +48,12 @@ from predictive_scaler.decision import (
     DecisionPolicy,
     HpaLimits,
     SignalForecast,
+    decide_ambiguous_selector,
     decide_min_replicas,
 )
 from predictive_scaler.logs import Logger, get_logger
 from predictive_scaler.ownership import ForeignOwner, find_foreign_owner
+from predictive_scaler.pod_overlap import PodClaims, PodOverlap
 from predictive_scaler.policy_settings import decision_policy
 from predictive_scaler.ports import HpaApi
 from predictive_scaler.signal_buffer import LIVE_ERROR_WINDOW
@@ -173,6 +175,7 @@ class TargetReconciler(SignalReader):
         logger: Logger | None = None,
         progressive: bool = False,
         background_fits: asyncio.Semaphore | None = None,
+        pod_claims: PodClaims | None = None,
     ) -> None:
         super().__init__(
             target,
@@ -182,6 +185,7 @@ class TargetReconciler(SignalReader):
             fit_runner=fit_runner,
             progressive=progressive,
             background_fits=background_fits,
+            pod_claims=pod_claims,
         )
         self.kube = kube
         self.clock = clock
@@ -200,6 +204,9 @@ class TargetReconciler(SignalReader):
         self._owner_reported: ForeignOwner | None = None
         """The owner the last Warning Event was about (one Event per owner, not per cycle)."""
         self._owner_logged: ForeignOwner | None = None
+        self._overlaps_logged: tuple[PodOverlap, ...] = ()
+        self._overlaps_reported: tuple[PodOverlap, ...] = ()
+        """The overlaps the last log line and Warning Event were about (once per change)."""
         self._info_stale_since: datetime | None = None
         """First cycle of the current run whose reason code or model differed from the HPA's
         annotations (``annotations.decide_info_refresh``)."""
@@ -292,6 +299,9 @@ class TargetReconciler(SignalReader):
                 self.log.warning("metrics_missing", signal=r.name, problem=r.problem)
             elif r.partial is not None:
                 self.log.warning("metrics_partial", signal=r.name, partial=r.partial)
+        overlaps = self.pod_overlaps()
+        await self._report_overlaps(snapshot, overlaps, now)
+        certain = [o for o in overlaps if o.certain]
         patch_result: str | None = None
         real = snapshot
         if self.dry_run and self.shadow is not None:
@@ -315,18 +325,18 @@ class TargetReconciler(SignalReader):
                 )
                 # The user took over: forget the stabilisation we built on our own value.
                 start_history = DecisionHistory()
-            decision = decide_min_replicas(
-                signal_forecasts,
-                HpaLimits(
-                    snapshot.min_replicas,
-                    snapshot.max_replicas,
-                    base,
-                    current_replicas=snapshot.current_replicas,
-                ),
-                self.decision_policy,
-                start_history,
-                now,
+            limits = HpaLimits(
+                snapshot.min_replicas,
+                snapshot.max_replicas,
+                base,
+                current_replicas=snapshot.current_replicas,
             )
+            if certain:
+                decision = decide_ambiguous_selector(limits, _overlap_text(certain))
+            else:
+                decision = decide_min_replicas(
+                    signal_forecasts, limits, self.decision_policy, start_history, now
+                )
             annotations = self._annotations(base, decision, reports, now)
             # The clocks are written when a restart from the stored ones would act sooner,
             # or much later, than this process; else the stored value stays as it is, even
@@ -433,7 +443,38 @@ class TargetReconciler(SignalReader):
             reason=decision.reason,
             message=decision.message,
             patch_result=patch_result,
+            overlaps=overlaps,
         )
+
+    async def _report_overlaps(
+        self, snapshot: HpaSnapshot, overlaps: tuple[PodOverlap, ...], now: datetime
+    ) -> None:
+        """A log line naming both targets and a Warning Event on this target's HPA, once per
+        change of its overlaps (the other target's cycle warns on its own HPA)."""
+        if overlaps != self._overlaps_logged:
+            for o in overlaps:
+                self.log.warning("pods_overlap", other=o.other, certain=o.certain, why=o.why)
+            if not overlaps and self._overlaps_logged:
+                self.log.info("pods_overlap_ended")
+            self._overlaps_logged = overlaps
+        if not overlaps:
+            self._overlaps_reported = ()  # a new overlap later is told again
+            return
+        if overlaps == self._overlaps_reported:
+            return
+        if self.dry_run or not self.may_patch():
+            return  # from the leader only, as every Event
+        certain = [o for o in overlaps if o.certain]
+        if certain:
+            message = f"{_overlap_text(certain)}: minReplicas held, neither raised nor lowered"
+        else:
+            message = (
+                f"pods may overlap with {_overlap_list(overlaps)}: still scaled on its own sum, "
+                "which would count such pods for both targets"
+            )
+        reason = "AmbiguousSelector" if certain else "PossibleSelectorOverlap"
+        await self._event(snapshot, reason, message[:1000], now, type_="Warning")
+        self._overlaps_reported = overlaps
 
     async def _leave_to_owner(
         self,
@@ -531,6 +572,14 @@ def forecast_annotation(lead: SignalReport, now: datetime) -> str:
     if lead.objective is not None:
         doc["objective"] = {**lead.objective.spec, "met": lead.objective.met}
     return json.dumps(doc, separators=(",", ":"))
+
+
+def _overlap_list(overlaps: Sequence[PodOverlap]) -> str:
+    return "; ".join(f"{o.other} ({o.why})" for o in overlaps)
+
+
+def _overlap_text(overlaps: Sequence[PodOverlap]) -> str:
+    return f"pods overlap with {_overlap_list(overlaps)}; its demand is not its own"
 
 
 def _stored_clocks(annotations: Mapping[str, str]) -> ClockState | None:

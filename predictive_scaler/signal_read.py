@@ -33,6 +33,7 @@ from predictive_scaler.forecasting import (
 )
 from predictive_scaler.logs import Logger
 from predictive_scaler.objective import objective_scenario
+from predictive_scaler.pod_overlap import PodClaims, PodOverlap, PodSelection, equality_selection
 from predictive_scaler.policy_settings import forecast_settings
 from predictive_scaler.promql import (
     batch_shape,
@@ -42,6 +43,7 @@ from predictive_scaler.promql import (
     render_query,
     reporting_pods_template,
     selector_matchers,
+    selector_requirements,
 )
 from predictive_scaler.ranges import RangeResult, RangeStatus
 from predictive_scaler.signal_buffer import PendingForecast, SignalBuffer
@@ -133,6 +135,7 @@ class SignalReader:
         fit_runner: FitRunner = _fit_in_thread,
         progressive: bool = False,
         background_fits: asyncio.Semaphore | None = None,
+        pod_claims: PodClaims | None = None,
     ) -> None:
         self.target = target
         self.source = source
@@ -159,6 +162,18 @@ class SignalReader:
         self._selector_read: tuple[tuple[tuple[str, str], ...], float] | None = None
         self._prefetched: dict[tuple[object, ...], RangeResult] = {}
         """Batched answers for this cycle's range queries (each used once)."""
+        self.pod_claims = pod_claims or PodClaims()
+        """The pods of the controller's targets, shared by them, to find overlaps."""
+        if target.selector:
+            selection = equality_selection(target.namespace, target.selector)
+            self.pod_claims.claim(target.id, selection, configured=True)
+        else:
+            # Until its scale target is read, the pods a rebuilt target had still stand.
+            self.pod_claims.release_configured(target.id)
+
+    def pod_overlaps(self) -> tuple[PodOverlap, ...]:
+        """The other targets whose pods overlap this one's, as far as their pods are known."""
+        return self.pod_claims.overlaps(self.target.id)
 
     @property
     def policy(self) -> Policy:
@@ -166,7 +181,7 @@ class SignalReader:
 
     async def read_signals(self, snapshot: HpaSnapshot, now: datetime) -> list[SignalReport]:
         """This cycle's report of every signal, against the HPA as read now."""
-        await self._resolve_pods(snapshot, now)
+        await self.resolve_pods(snapshot, now)
         objective = self.policy.objective
         for state in self._signals.values():
             per_pod = self._per_pod(snapshot, state.signal)
@@ -250,7 +265,7 @@ class SignalReader:
         for state in list(self._signals.values()):
             await state.fitter.wait()
 
-    async def _resolve_pods(self, snapshot: HpaSnapshot, now: datetime) -> None:
+    async def resolve_pods(self, snapshot: HpaSnapshot, now: datetime) -> None:
         """Find the target's pods as the HPA controller does: from its scale target's
         ``status.selector``, rendered into ``${matchers}``. A configured ``selector`` wins.
         Read again when the scale target changes, else every :data:`SELECTOR_REFRESH_SECONDS`;
@@ -279,6 +294,7 @@ class SignalReader:
             return
         try:
             equal, other = selector_matchers(selector or "")
+            requirements = selector_requirements(selector or "")
         except ValueError as error:
             self.log.warning("scale_selector_unusable", selector=selector, error=str(error))
             return
@@ -290,6 +306,8 @@ class SignalReader:
         self.log.info("pods_selected", selector=selector, matchers=matchers)
         self.pods_selector, self.match_labels = selector, labels
         self._set_matchers, self.matchers = other, matchers
+        known = None if selector is None else PodSelection(self.target.namespace, requirements)
+        self.pod_claims.claim(self.target.id, known)  # no selector: not compared
 
     async def _contained_signal(self, state: SignalState, now: datetime) -> SignalReport:
         """The signal's report; an unexpected exception becomes its data problem, so the
@@ -352,7 +370,15 @@ class SignalReader:
         p = self.policy
         horizon = self.settings.horizon_steps * self.settings.step_seconds
         # The quantile decided on: the policy's, or the one its objective last chose.
-        base = SignalReport(state.signal.name, None, horizon, state.forecaster.settings.quantile)
+        # Only a query of the presets' shape has a form asking its samples' own timestamps.
+        on_grid = latest_sample_template(state.signal.query) is None
+        base = SignalReport(
+            state.signal.name,
+            None,
+            horizon,
+            state.forecaster.settings.quantile,
+            freshness="grid" if on_grid else "samples",
+        )
         problem, new_start, new, partial = await self._fetch(state, now)
         reporting, count_problem = await self._reporting_pods(state, now)
         base = replace(base, partial=partial or count_problem, reporting_pods=reporting)

@@ -18,6 +18,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Final, Literal, NamedTuple
 
 from predictive_scaler.annotations import ANNOTATION_BASE_MIN_REPLICAS
+from predictive_scaler.pod_overlap import PodOverlap
 
 __all__ = [
     "HPA_API_VERSION",
@@ -308,6 +309,11 @@ class SignalReport:
     be published, since nothing new has entered it."""
     objective: HeadroomReport | None = None
     """With ``policy.objective``: the quantile chosen at the last refit, and why."""
+    freshness: Literal["samples", "grid"] = "samples"
+    """What staleness is judged on: the samples' own timestamps (a query of the presets'
+    shape, ``sum(METRIC{${matchers}})``), or, for any other query, the query's grid (the
+    newest step with a value, which Prometheus' lookback fills up to 5 minutes past the last
+    sample)."""
 
     @property
     def data_ok(self) -> bool:
@@ -342,3 +348,6 @@ class CycleReport:
     owner: str | None = None
     """``Kind/name`` of the controller that owns the HPA (KEDA's ScaledObject...): the cycle
     forecast and published but did not patch (``reason`` says ``OwnedByKEDA``...)."""
+    overlaps: tuple[PodOverlap, ...] = ()
+    """Other targets whose pods overlap this one's (a certain one holds it:
+    ``AmbiguousSelector``)."""

@@ -296,7 +296,8 @@ def _limits() -> str:
         *(rule.doc for rule in _POLICY_CROSS),
         *(f"controller: {rule.doc}" for rule in _CONTROLLER_CROSS),
         "targets unique by HPA and by id; signal names unique within a target; two enabled "
-        "targets in one namespace must not have the same selector",
+        "targets in one namespace must not have selectors of the same pods (equal, or one's "
+        "labels a subset of the other's)",
         "a signal needs query or preset; queueQuery needs runningQuery; targetPerPod and "
         "hpaMetric not both null",
         "prometheus.bearerTokenFile excludes basicAuth; caBundle excludes verifyTls: false",

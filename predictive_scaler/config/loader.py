@@ -50,6 +50,7 @@ from predictive_scaler.config.values import (
     Signal,
     Target,
 )
+from predictive_scaler.pod_overlap import PodSelection, compute_overlap, equality_selection
 
 
 def _parse_signal(data: object, path: str, ctx: _Ctx) -> tuple[Signal | None, str | None]:
@@ -238,7 +239,7 @@ def _parse_targets(
     targets: list[Target] = []
     by_hpa: dict[tuple[str, str], int] = {}
     by_id: dict[str, int] = {}
-    by_pods: dict[tuple[str, tuple[tuple[str, str], ...]], int] = {}
+    by_pods: list[tuple[int, PodSelection]] = []
     ok = True
     for index, item in enumerate(data):
         path = f"targets[{index}]"
@@ -270,18 +271,29 @@ def _parse_targets(
             ok = False
         else:
             targets.append(parsed.target)
-            pods = (parsed.target.namespace, tuple(sorted(parsed.target.selector)))
             if parsed.target.selector and parsed.target.enabled:
-                if pods in by_pods:
+                pods = equality_selection(parsed.target.namespace, parsed.target.selector)
+                # Only a certain overlap is an error: "possible" ones depend on the pods'
+                # labels, which the controller reports at run time (pod_overlap).
+                shared = next(
+                    (
+                        (other, overlap)
+                        for other, selection in by_pods
+                        if (overlap := compute_overlap(selection, pods)).kind == "certain"
+                    ),
+                    None,
+                )
+                if shared is not None:
                     ctx.add(
                         f"{path}.selector",
                         dict(parsed.target.selector),
-                        f"pods overlap: targets[{by_pods[pods]}] selects the same pods in this "
-                        "namespace, so both would sum them; give each its own selector",
+                        f"pods overlap: targets[{shared[0]}] selects the same pods in this "
+                        f"namespace ({shared[1].why}), so both would sum them; give each its "
+                        "own selector",
                     )
                     ok = False
                 else:
-                    by_pods[pods] = index
+                    by_pods.append((index, pods))
     return tuple(targets) if ok else None
 
 
