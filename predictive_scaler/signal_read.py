@@ -165,11 +165,14 @@ class SignalReader:
         self.pod_claims = pod_claims or PodClaims()
         """The pods of the controller's targets, shared by them, to find overlaps."""
         if target.selector:
-            selection = equality_selection(target.namespace, target.selector)
-            self.pod_claims.claim(target.id, selection, configured=True)
+            self._claim_configured()
         else:
             # Until its scale target is read, the pods a rebuilt target had still stand.
             self.pod_claims.release_configured(target.id)
+
+    def _claim_configured(self) -> None:
+        selection = equality_selection(self.target.namespace, self.target.selector)
+        self.pod_claims.claim(self.target.id, selection, configured=True)
 
     def pod_overlaps(self) -> tuple[PodOverlap, ...]:
         """The other targets whose pods overlap this one's, as far as their pods are known."""
@@ -271,6 +274,9 @@ class SignalReader:
         Read again when the scale target changes, else every :data:`SELECTOR_REFRESH_SECONDS`;
         when the pods change, the buffered history (of other pods) is dropped."""
         if self.target.selector:
+            # Again each cycle: a reload rejected after this target's successor claimed its
+            # pods leaves this (still running) target's claim to restore.
+            self._claim_configured()
             return
         reader = self.scale_selector
         if reader is None:

@@ -304,3 +304,46 @@ targets:
     ]
     freshness = {s["name"]: s["freshness"] for s in rows["shared/llama"]["signals"]}
     assert freshness == {"kv_cache": "samples", "custom": "grid"}
+
+
+async def test_pods_that_only_may_overlap_are_reported_not_held(
+    kube_server: KubeDouble, controller: Controller, clock: FakeClock
+) -> None:
+    # llama (app=llama) and a GPU pool (tier=gpu): a pod labelled both would be in both sums,
+    # but only the pods' labels could tell. Reported (Event, gauge, log), never held. A pool
+    # selecting app=llama,track notin (canary) is a subset of llama's pods: held.
+    kube_server.put_object(make_deployment("shared", "llama", {"app": "llama"}, replicas=2))
+    kube_server.put_object(make_deployment("shared", "gpu", {"tier": "gpu"}))
+    expressions = [{"key": "track", "operator": "NotIn", "values": ["canary"]}]
+    pool = make_deployment("shared", "pool", {"app": "llama"}, match_expressions=expressions)
+    kube_server.put_object(pool)
+    for name in ("llama", "gpu"):
+        kube_server.put_object(make_hpa("shared", name, 1, 10, deployment=name))
+    config = SHARED.replace("name: llama-copy}", "name: gpu}").replace(
+        "  - hpa: {namespace: shared, name: mistral}\n", ""
+    )
+    controller.apply_config(parse_config(config))
+    for _ in range(2):
+        await _cycle(controller, clock)
+    assert min_replicas(kube_server, "shared", "llama") == 3  # its own load, not held
+    report = controller.last_reports[("shared", "llama")]
+    assert report.reason != "AmbiguousSelector"
+    [overlap] = report.overlaps
+    assert (overlap.other, overlap.certain) == ("shared/gpu", False)
+    assert "cannot tell" in overlap.why
+    events = [e for e in kube_server.list_events("shared") if "Overlap" in e["reason"]]
+    assert {(e["involvedObject"]["name"], e["reason"], e["type"]) for e in events} == {
+        ("llama", "PossibleSelectorOverlap", "Warning"),
+        ("gpu", "PossibleSelectorOverlap", "Warning"),
+    }
+    assert ("shared/llama", "shared/gpu", "false") in _overlap_gauges(controller)
+
+    # The pool's set-based selector (status.selector "app=llama,track notin (canary)"):
+    # llama's selector contains its pods: certain, held at 3.
+    _retarget(kube_server, "gpu", "pool")
+    for _ in range(2):
+        await _cycle(controller, clock)
+    report = controller.last_reports[("shared", "llama")]
+    assert report.reason == "AmbiguousSelector", report.message
+    assert min_replicas(kube_server, "shared", "llama") == 3
+    assert ("shared/llama", "shared/gpu", "true") in _overlap_gauges(controller)
