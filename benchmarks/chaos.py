@@ -31,11 +31,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--query-fault-rate", type=float, default=0.02)
     parser.add_argument("--hung-rate", type=float, default=0.0005)
     parser.add_argument("--outage-rate", type=float, default=0.05)
-    parser.add_argument("--slow-share", type=float, default=0.1)
-    parser.add_argument("--hung-share", type=float, default=0.1)
+    parser.add_argument("--slow-share", type=float, default=0.05)
+    parser.add_argument("--hung-share", type=float, default=0.05)
     parser.add_argument("--kube-fault-rate", type=float, default=0.25)
     parser.add_argument("--twin-sample", type=float, default=0.02)
     parser.add_argument("--fit-workers", type=int, default=1)
+    parser.add_argument("--progress", type=int, default=50, help="a line every N rounds")
     args = parser.parse_args(argv)
     settings = SoakSettings(
         targets=args.targets,
@@ -51,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         twin_sample=args.twin_sample,
         fit_workers=args.fit_workers,
         cover=True,
+        progress_every=args.progress,
     )
     report = asyncio.run(run_soak(settings))
     print(report.render(), flush=True)

@@ -49,6 +49,7 @@ import asyncio
 import contextlib
 import math
 import random
+import sys
 import time
 from collections import Counter
 from collections.abc import Iterator, MutableMapping, Sequence
@@ -153,6 +154,8 @@ class SoakSettings:
     injects each kind at least once."""
     hold_seconds: float = 300.0
     restore_rounds: int = 10
+    progress_every: int = 0
+    """Print a progress line to stderr every this many rounds (0: never)."""
 
 
 @dataclass
@@ -476,6 +479,7 @@ class Soak:
                 await self._start_controller()
                 for _ in range(self.s.rounds):
                     await self._round()
+                    self._progress(started)
                 await self._final_restore()
             finally:
                 for feed in (self.feed, self.standby_feed):
@@ -503,6 +507,17 @@ class Soak:
         r.watch_restarts = self.watch_restarts
         r.seconds = time.perf_counter() - started
         return r
+
+    def _progress(self, started: float) -> None:
+        r, every = self.report, self.s.progress_every
+        if every and r.rounds % every == 0:
+            print(
+                f"round {r.rounds}/{self.s.rounds}: {r.cycles} target-cycles, "
+                f"{sum(r.faults.values())} faults, {len(r.violations)} violations, "
+                f"{time.perf_counter() - started:.0f}s",
+                file=sys.stderr,
+                flush=True,
+            )
 
     def _internal_errors(self, controller: Controller) -> int:
         """``cycle_failed`` as counted by the controller's own metric."""
