@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import string
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Final
 
 from predictive_scaler.pod_overlap import Requirement
@@ -318,12 +318,9 @@ def prometheus_label_name(label: str) -> str:
     return re.sub(r"[^a-zA-Z0-9_]", "_", label)
 
 
-def selector_matchers(selector: str) -> tuple[dict[str, str], tuple[str, ...]]:
-    """A serialized Kubernetes label selector (a scale's ``status.selector``, e.g.
-    ``app=nim,tier in (a,b),!canary``) as PromQL: equality requirements as labels, the others
-    as rendered matchers. ``ValueError`` for text that is not a selector."""
-    equal: dict[str, str] = {}
-    other: list[str] = []
+def _selector_terms(selector: str) -> Iterator[re.Match[str]]:
+    """The requirements of a serialized label selector, one match each; ``ValueError`` at
+    the first text that is not one."""
     position = 0
     text = selector.strip()
     while position < len(text):
@@ -331,6 +328,16 @@ def selector_matchers(selector: str) -> tuple[dict[str, str], tuple[str, ...]]:
         if match is None or match.end() == position:
             raise ValueError(f"not a label selector: {selector!r}")
         position = match.end()
+        yield match
+
+
+def selector_matchers(selector: str) -> tuple[dict[str, str], tuple[str, ...]]:
+    """A serialized Kubernetes label selector (a scale's ``status.selector``, e.g.
+    ``app=nim,tier in (a,b),!canary``) as PromQL: equality requirements as labels, the others
+    as rendered matchers. ``ValueError`` for text that is not a selector."""
+    equal: dict[str, str] = {}
+    other: list[str] = []
+    for match in _selector_terms(selector):
         if match.group("neg"):
             other.append(f'{prometheus_label_name(match.group("absent"))}=""')
             continue
@@ -356,13 +363,7 @@ def selector_requirements(selector: str) -> tuple[Requirement, ...]:
     as PromQL reads it), for :mod:`~predictive_scaler.pod_overlap`. ``ValueError`` for text
     that is not a selector."""
     found: list[Requirement] = []
-    position = 0
-    text = selector.strip()
-    while position < len(text):
-        match = _SELECTOR_REQUIREMENT.match(text, position)
-        if match is None or match.end() == position:
-            raise ValueError(f"not a label selector: {selector!r}")
-        position = match.end()
+    for match in _selector_terms(selector):
         if match.group("neg"):
             found.append(Requirement(prometheus_label_name(match.group("absent")), _EMPTY))
             continue
