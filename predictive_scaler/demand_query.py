@@ -15,10 +15,10 @@ import numpy as np
 import numpy.typing as npt
 
 from predictive_scaler.config import Signal
-from predictive_scaler.demand import compute_demand, compute_uncorrected
 from predictive_scaler.logs import Logger
 from predictive_scaler.promql import fresh_samples_template, latest_sample_template
 from predictive_scaler.ranges import RangeResult, RangeStatus
+from predictive_scaler.signals import kind_of
 
 __all__ = ["DemandRead", "RangeReader", "fetch_signal_demand"]
 
@@ -54,20 +54,23 @@ async def fetch_signal_demand(
 ) -> DemandRead:
     """Demand of ``signal`` at ``start, start + step, ... <= end``.
 
-    A failed or empty demand query gives a problem and no values. Steps holding only a
-    copy of an older sample (Prometheus' lookback repeats a series' last sample for five
-    minutes) are NaN: a copy is not new data. A failed freshness, queue or running query
-    keeps every point out (no values, the reason in ``partial``): they would be
-    uncorrected, and a forecaster's history is not rewritten once it has taken them.
+    The signal's kind (:mod:`predictive_scaler.signals`) names the queries, the demand's own
+    first, and turns their answers into demand. A failed or empty demand query gives a
+    problem and no values. Steps holding only a copy of an older sample (Prometheus'
+    lookback repeats a series' last sample for five minutes) are NaN: a copy is not new
+    data. A failed freshness query, or any of the kind's other queries (queue, running),
+    keeps every point out (no values, the reason in ``partial``): they would be uncorrected,
+    and a forecaster's history is not rewritten once it has taken them.
     """
-    usage = await read(signal.query, start, end, step)
+    first, *others = kind_of(signal).queries(signal)
+    usage = await read(first.template, start, end, step)
     if usage.status is RangeStatus.ERROR:
         return DemandRead(f"prometheus error: {usage.message}", None)
     if usage.status is RangeStatus.EMPTY:
         return DemandRead(f"no data: {usage.message}", None)
     used = np.array(usage.values, dtype=np.float64)
     newest_sample: float | None = None
-    fresh = fresh_samples_template(signal.query, step)
+    fresh = fresh_samples_template(first.template, step)
     if fresh is not None:
         counts = await read(fresh, start, end, step)
         if counts.status is RangeStatus.ERROR:
@@ -79,33 +82,23 @@ async def fetch_signal_demand(
         # count too: EMPTY means the lookback repeated older samples at every step).
         new = taken > 0 if counts.status is not RangeStatus.EMPTY else np.zeros(used.shape, bool)
         used[~new] = np.nan
-        newest_sample = await _newest_sample(signal, read, end, step, usage, new, log)
-    partial: str | None = None
-    if signal.queue_query is None or signal.running_query is None:
-        demand = compute_demand(used)
-    else:
-        parts: list[FloatArray] = []
-        for name, template in (("queue", signal.queue_query), ("running", signal.running_query)):
-            answer = await read(template, start, end, step)
-            if answer.status is RangeStatus.ERROR:
-                log.warning(
-                    "queue_metrics_failed", signal=signal.name, query=name, error=answer.message
-                )
-                reason = f"{name} query failed: {answer.message}"
-                return DemandRead(None, None, reason, newest_sample)
-            if answer.status is RangeStatus.EMPTY:
-                parts.append(np.full(used.shape, np.nan))
-            else:
-                parts.append(np.asarray(answer.values, dtype=np.float64))
-        waiting, running = parts
-        demand = compute_demand(used, waiting, running)
-        gaps = int(compute_uncorrected(used, waiting, running).sum())
-        if gaps:
-            # Usage alone is a lower bound of demand: it may raise, never lower.
-            partial = (
-                f"demand not corrected for saturation at {gaps} of {used.size} new steps "
-                "(no queue or running sample)"
+        newest_sample = await _newest_sample(
+            signal, first.template, read, end, step, usage, new, log
+        )
+    parts: dict[str, FloatArray] = {}
+    for other in others:
+        answer = await read(other.template, start, end, step)
+        if answer.status is RangeStatus.ERROR:
+            log.warning(
+                "queue_metrics_failed", signal=signal.name, query=other.role, error=answer.message
             )
+            reason = f"{other.role} query failed: {answer.message}"
+            return DemandRead(None, None, reason, newest_sample)
+        if answer.status is RangeStatus.EMPTY:
+            parts[other.role] = np.full(used.shape, np.nan)
+        else:
+            parts[other.role] = np.asarray(answer.values, dtype=np.float64)
+    demand, partial = kind_of(signal).compute(used, parts)
     if usage.status is RangeStatus.PARTIAL:
         log.debug("metrics_partial", signal=signal.name, detail=usage.message)
         if not np.isfinite(demand).any():
@@ -118,6 +111,7 @@ async def fetch_signal_demand(
 
 async def _newest_sample(
     signal: Signal,
+    template: str,
     read: RangeReader,
     end: float,
     step: float,
@@ -134,7 +128,7 @@ async def _newest_sample(
         return None
     grid = np.asarray(usage.timestamps, dtype=np.float64)
     last_new = float(grid[np.flatnonzero(new)[-1]])
-    latest = latest_sample_template(signal.query)
+    latest = latest_sample_template(template)
     if latest is not None:
         at = end if last_new >= end else last_new
         answer = await read(latest, at, at, step)

@@ -36,6 +36,7 @@ from predictive_scaler.prometheus import PrometheusError, PrometheusSource, Prom
 from predictive_scaler.promql import escape_promql_string, render_query
 from predictive_scaler.reconcile import TargetReconciler
 from predictive_scaler.settings import CONFIG_KEY, parse_config_map_ref, prometheus_settings
+from predictive_scaler.signals import demand_template
 from predictive_scaler.values import CycleReport, KubeApiError, KubeUnavailableError, SignalReport
 
 __all__ = ["RecommendError", "RecommendOptions", "format_table", "recommend", "report_to_json"]
@@ -127,7 +128,7 @@ async def recommend(
                 reports.append(report)
                 for state_signal in target.signals:
                     query = render_query(
-                        state_signal.query, {}, raw={"matchers": reconciler.matchers}
+                        demand_template(state_signal), {}, raw={"matchers": reconciler.matchers}
                     )
                     live[(target.id, state_signal.name)] = LiveFigures(
                         query,

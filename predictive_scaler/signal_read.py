@@ -48,6 +48,7 @@ from predictive_scaler.promql import (
 from predictive_scaler.ranges import RangeResult, RangeStatus
 from predictive_scaler.signal_buffer import PendingForecast, SignalBuffer
 from predictive_scaler.signal_fitter import SignalFitter
+from predictive_scaler.signals import demand_template, kind_of
 from predictive_scaler.values import HpaSnapshot, KubeApiError, SignalReport
 
 __all__ = [
@@ -204,19 +205,21 @@ class SignalReader:
 
     def plan_fetches(self, now: datetime) -> list[FetchPlan]:
         """The range queries this cycle will make (when ``now`` is the cycle's time) that a
-        batched query can answer: templates of the preset shape only."""
+        batched query can answer: templates of the preset shape only. Each signal's are
+        the queries its kind declares, and the freshness, newest-sample and pod-count forms
+        of the first."""
         plans: list[FetchPlan] = []
         for state in self._signals.values():
             start, end = _fetch_window(state, now)
-            signal = state.signal
-            windows: list[tuple[str | None, float]] = [(reporting_pods_template(signal.query), end)]
+            first_query, *others = kind_of(state.signal).queries(state.signal)
+            demand = first_query.template
+            windows: list[tuple[str | None, float]] = [(reporting_pods_template(demand), end)]
             if start <= end:
                 windows += [
-                    (signal.query, start),
-                    (fresh_samples_template(signal.query, state.step), start),
-                    (latest_sample_template(signal.query), end),
-                    (signal.queue_query, start),
-                    (signal.running_query, start),
+                    (demand, start),
+                    (fresh_samples_template(demand, state.step), start),
+                    (latest_sample_template(demand), end),
+                    *((other.template, start) for other in others),
                 ]
             for template, first in windows:
                 shape = batch_shape(template) if template is not None else None
@@ -377,7 +380,7 @@ class SignalReader:
         horizon = self.settings.horizon_steps * self.settings.step_seconds
         # The quantile decided on: the policy's, or the one its objective last chose.
         # Only a query of the presets' shape has a form asking its samples' own timestamps.
-        on_grid = latest_sample_template(state.signal.query) is None
+        on_grid = latest_sample_template(demand_template(state.signal)) is None
         base = SignalReport(
             state.signal.name,
             None,
@@ -493,7 +496,7 @@ class SignalReader:
         self, state: SignalState, now: datetime
     ) -> tuple[int | None, str | None]:
         """Pods the newest step of the demand sums over, and why they could not be counted."""
-        template = reporting_pods_template(state.signal.query)
+        template = reporting_pods_template(demand_template(state.signal))
         if template is None:
             return None, None
         _, end = _fetch_window(state, now)

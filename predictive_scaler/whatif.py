@@ -44,6 +44,7 @@ from predictive_scaler.promql import render_matchers, render_query, selector_mat
 from predictive_scaler.ranges import RangeResult
 from predictive_scaler.reconcile import determine_base
 from predictive_scaler.settings import prometheus_settings
+from predictive_scaler.signals import demand_template
 from predictive_scaler.values import KubeApiError
 
 __all__ = [
@@ -237,7 +238,7 @@ async def fetch_target_history(
             query, datetime.fromtimestamp(first, UTC), datetime.fromtimestamp(last, UTC), step_s
         )
 
-    query = render_query(signal.query, {}, raw={"matchers": matchers})
+    query = render_query(demand_template(signal), {}, raw={"matchers": matchers})
     n = math.floor((end - start) / step + 1e-9) + 1
     chunk = max(1, min(MAX_POINTS_PER_QUERY, round(_CHUNK_SECONDS / step)))
     out = np.full(n, np.nan)

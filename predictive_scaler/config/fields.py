@@ -30,6 +30,7 @@ from predictive_scaler.config.schema import (
     _pattern_parser,
     _section,
 )
+from predictive_scaler.signals import DEFAULT_KIND, SIGNAL_KINDS
 
 # ---- text rules shared by the parsers (and the JSON Schema) ------------------------------------
 
@@ -111,12 +112,22 @@ _SIGNAL_FIELDS: Final[tuple[_Field[Any], ...]] = (
         default_doc=f"`{_DEFAULT_SIGNAL_NAME}` with a preset",
     ),
     _Field(
+        "kind",
+        "string",
+        DEFAULT_KIND,
+        "must be one of: " + ", ".join(SIGNAL_KINDS),
+        "Which queries the signal reads and how they become demand (see Signal kinds).",
+        _choice_field("kind", "kind", DEFAULT_KIND, tuple(SIGNAL_KINDS), "").parse,
+        "kind",
+        choices=tuple(SIGNAL_KINDS),
+    ),
+    _Field(
         "preset",
         "string",
         None,
         "must be one of: " + ", ".join(SIGNAL_PRESETS),
-        "Fills `query`, `queueQuery`, `runningQuery` and `hpaMetric` (see Presets); "
-        "keys given explicitly win.",
+        "Fills the keys its kind reads of `query`, `queueQuery`, `runningQuery` and `hpaMetric` "
+        "(see Presets, Signal kinds); keys given explicitly win.",
         _choice_field("preset", "preset", "", tuple(SIGNAL_PRESETS), "").parse,
         "preset",
         default_doc="`null`",

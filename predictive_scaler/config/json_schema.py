@@ -298,8 +298,8 @@ def _limits() -> str:
         "targets unique by HPA and by id; signal names unique within a target; two enabled "
         "targets in one namespace must not have selectors of the same pods (equal, or one's "
         "labels a subset of the other's)",
-        "a signal needs query or preset; queueQuery needs runningQuery; targetPerPod and "
-        "hpaMetric not both null",
+        "a signal needs the queries its kind requires or a preset, and no query key its kind "
+        "does not read; queueQuery needs runningQuery; targetPerPod and hpaMetric not both null",
         "prometheus.bearerTokenFile excludes basicAuth; caBundle excludes verifyTls: false",
         "a duration written as text (100d) is checked for form here, for its range there",
         "integers written with a fraction (4.0) and exclusions with start >= end",

@@ -51,6 +51,7 @@ from predictive_scaler.config.values import (
     Target,
 )
 from predictive_scaler.pod_overlap import PodSelection, compute_overlap, equality_selection
+from predictive_scaler.signals import DEFAULT_KIND, SIGNAL_KINDS
 
 
 def _parse_signal(data: object, path: str, ctx: _Ctx) -> tuple[Signal | None, str | None]:
@@ -61,32 +62,38 @@ def _parse_signal(data: object, path: str, ctx: _Ctx) -> tuple[Signal | None, st
     ok = _check_keys(data, path, _SIGNAL_KEYS, ctx)
     values, bad = _parse_fields(data, path, _SIGNAL_FIELDS, ctx)
     ok = ok and not bad
+    if "kind" in bad:
+        # Which keys are required or read depends on the kind: nothing more to say.
+        name = values.get("name")
+        return None, name if isinstance(name, str) else None
+    kind = SIGNAL_KINDS[values.get("kind", DEFAULT_KIND)]
     preset = values.get("preset")
     merged: dict[str, Any] = {}
     if isinstance(preset, str):
-        merged.update(SIGNAL_PRESETS[preset])
+        merged.update((k, v) for k, v in SIGNAL_PRESETS[preset].items() if k in kind.preset_keys)
         merged["name"] = _DEFAULT_SIGNAL_NAME
     merged.update((key, value) for key, value in values.items() if key != "preset")
     if "preset" in bad:
         # The preset would have filled the other keys: their absence says nothing more.
         return None, None
 
-    for key in ("name", "query"):
+    for key in _QUERY_KEYS:
+        if key not in kind.keys and values.get(key) is not None:
+            ctx.add(_join(path, key), values[key], f"is not read by kind {kind.name}")
+            ok = False
+    for key in ("name", *kind.required):
         if key not in bad and merged.get(key) is None:
             ctx.missing(_join(path, key), "is required unless preset is set")
             ok = False
-    if (
-        merged.get("queueQuery") is not None
-        and merged.get("runningQuery") is None
-        and "runningQuery" not in bad
-    ):
-        ctx.missing(_join(path, "runningQuery"), "is required when queueQuery is set")
-        ok = False
+    for given, needed in kind.together:
+        if merged.get(given) is not None and merged.get(needed) is None and needed not in bad:
+            ctx.missing(_join(path, needed), f"is required when {given} is set")
+            ok = False
     if (
         merged.get("targetPerPod") is None
         and merged.get("hpaMetric") is None
         and not {"targetPerPod", "hpaMetric"} & bad
-        and merged.get("query") is not None
+        and merged.get(kind.required[0]) is not None
     ):
         ctx.missing(
             _join(path, "targetPerPod"),
@@ -99,16 +106,18 @@ def _parse_signal(data: object, path: str, ctx: _Ctx) -> tuple[Signal | None, st
     return (
         Signal(
             name=merged["name"],
-            query=merged["query"],
+            query=merged.get("query"),
             queue_query=merged.get("queueQuery"),
             running_query=merged.get("runningQuery"),
             target_per_pod=merged.get("targetPerPod"),
             hpa_metric=merged.get("hpaMetric"),
+            kind=kind.name,
         ),
         merged["name"],
     )
 
 
+_QUERY_KEYS: Final = ("query", "queueQuery", "runningQuery")
 _SIGNAL_KEYS: Final = tuple(item.key for item in _SIGNAL_FIELDS)
 _SIGNALS_FIELD: Final = next(item for item in _TARGET_FIELDS if item.key == "signals")
 _HPA_FIELD: Final = next(item for item in _TARGET_FIELDS if item.key == "hpa")

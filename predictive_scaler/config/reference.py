@@ -19,6 +19,7 @@ from predictive_scaler.config.fields import (
 from predictive_scaler.config.policy import _POLICY_CROSS, _POLICY_FIELDS
 from predictive_scaler.config.presets import SIGNAL_PRESETS
 from predictive_scaler.config.schema import _doc_default, _Field
+from predictive_scaler.signals import SIGNAL_KINDS
 
 
 def _cell(text: str) -> str:
@@ -53,7 +54,8 @@ _GENERAL_RULES: Final = (
     "names must be unique within a target. Two enabled targets in one namespace with the same "
     "`selector` would sum the same pods: an error on the second one's `selector` (without a "
     "`selector`, each target's pods come from its HPA's scale target).",
-    "A signal needs a `query` or a `preset`; `queueQuery` needs `runningQuery`; `targetPerPod` "
+    "A signal needs the queries its `kind` requires, or a `preset` that fills them; a query key "
+    "its kind does not read is an error; `queueQuery` needs `runningQuery`; `targetPerPod` "
     "and `hpaMetric` must not both be null.",
     "`prometheus.bearerTokenFile` and `prometheus.basicAuth` are exclusive, and so are "
     "`prometheus.caBundle` and `verifyTls: false`. Errors never show "
@@ -63,6 +65,10 @@ _GENERAL_RULES: Final = (
     "document is an error.",
     "All issues are reported at once, one per line: `path: got value: rule`.",
 )
+
+
+def _codes(keys: tuple[str, ...]) -> str:
+    return ", ".join(f"`{key}`" for key in keys)
 
 
 def render_reference() -> str:
@@ -86,6 +92,19 @@ def render_reference() -> str:
         "Without `signals`, a target has one signal: `{name: kv_cache, preset: nim}`.",
         "",
         *_table("", _SIGNAL_FIELDS),
+        "",
+        "### Signal kinds",
+        "",
+        "A signal's `kind` says which of its query keys it reads and how their answers become "
+        "demand; a preset fills only the keys of its kind listed here.",
+        "",
+        "| Kind | Reads | Required | Preset fills | Demand |",
+        "|---|---|---|---|---|",
+        *(
+            f"| `{kind.name}` | {_codes(kind.keys)} | {_codes(kind.required)} "
+            f"| {_codes(kind.preset_keys)} | {kind.summary} |"
+            for kind in SIGNAL_KINDS.values()
+        ),
         "",
         "### Presets",
         "",

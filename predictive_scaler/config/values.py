@@ -12,6 +12,7 @@ from typing import Final
 
 from predictive_scaler.config.policy import Policy
 from predictive_scaler.config.presets import _DEFAULT_PRESET, _DEFAULT_SIGNAL_NAME, SIGNAL_PRESETS
+from predictive_scaler.signals import DEFAULT_KIND
 
 
 @dataclass(frozen=True)
@@ -21,8 +22,9 @@ class Signal:
     name: str
     """Id, unique within the target (``[a-z0-9_]+``)."""
 
-    query: str
-    """PromQL for the demand, summed over the target's pods."""
+    query: str | None
+    """PromQL for the demand, summed over the target's pods; ``None`` only for a kind that
+    does not read it."""
 
     queue_query: str | None = None
     """PromQL for waiting requests; ``None`` disables saturation correction."""
@@ -35,6 +37,10 @@ class Signal:
 
     hpa_metric: str | None = None
     """HPA metric whose target is used when ``target_per_pod`` is ``None``."""
+
+    kind: str = DEFAULT_KIND
+    """Which kind of signal (:data:`predictive_scaler.signals.SIGNAL_KINDS`): the queries it
+    reads and how their answers become demand."""
 
 
 def _preset_signal(preset: str, name: str = _DEFAULT_SIGNAL_NAME) -> Signal:
