@@ -20,8 +20,9 @@ from kubernetes_asyncio import client
 from predictive_scaler.config import ConfigError, Signal, Target, parse_config
 from predictive_scaler.kube import KubeClient
 from predictive_scaler.prometheus import PrometheusSettings, PrometheusSource
-from predictive_scaler.reconcile import TargetReconciler
+from predictive_scaler.reconcile import TargetReconciler, prefetch_batched
 from predictive_scaler.signals import SIGNAL_KINDS, demand_template, kind_of
+from predictive_scaler.whatif import fetch_target_history
 from tests.kube_double import KubeDouble, make_hpa
 from tests.prom_fixtures import PrometheusFactory
 from tests.prom_harness import PrometheusServer, Series
@@ -30,6 +31,8 @@ from tests.support import FakeClock, config_yaml
 STEP = 300.0
 DATA_END = math.floor(time.time() / STEP) * STEP - STEP
 QUERY_KEYS = ("query", "queueQuery", "runningQuery")
+IN_FLIGHT = "{name: in_flight, kind: in_flight, preset: vllm, targetPerPod: 8}"
+"""vLLM's running and waiting requests against a concurrency target of 8 per pod."""
 
 
 def series() -> list[Series]:
@@ -152,3 +155,62 @@ async def test_the_query_kind_takes_its_query_as_the_demand(
     assert signal.problem is None and signal.partial is None
     assert signal.upper_max == pytest.approx(6.0) and signal.needed == 3
     assert report.recommended == 3
+
+
+def min_replicas(server: KubeDouble, namespace: str) -> int:
+    stored = server.get_object("autoscaling/v2", "HorizontalPodAutoscaler", namespace, "vllm")
+    assert stored is not None
+    return int(stored["spec"]["minReplicas"])
+
+
+async def test_requests_in_flight_need_a_pod_per_concurrency_target(
+    kube_server: KubeDouble, kube: KubeClient, source: PrometheusSource, clock: FakeClock
+) -> None:
+    kube_server.put_object(make_hpa("inflight", "vllm", 1, 10))
+    reconciler = TargetReconciler(one_target("inflight", IN_FLIGHT), source, kube, clock=clock)
+    plans = reconciler.plan_fetches(clock())
+    # Both declared queries are batched (the running one with its freshness forms too).
+    assert {"vllm:num_requests_running", "vllm:num_requests_waiting"} <= {p.metric for p in plans}
+    assert await prefetch_batched(plans, source) >= 2
+    report = await reconciler.reconcile()
+    [signal] = report.signals
+    assert signal.problem is None and signal.partial is None
+    assert signal.upper_max == pytest.approx(24.0)  # 2 pods x (10 running + 2 waiting)
+    assert signal.needed == 3 and signal.reporting_pods == 2
+    assert min_replicas(kube_server, "inflight") == 3
+
+
+async def test_requests_in_flight_without_a_queue_series_are_a_lower_bound(
+    kube_server: KubeDouble, kube: KubeClient, source: PrometheusSource, clock: FakeClock
+) -> None:
+    kube_server.put_object(make_hpa("noqueue", "vllm", 1, 10))
+    target = one_target("noqueue", IN_FLIGHT)
+    report = await TargetReconciler(target, source, kube, clock=clock).reconcile()
+    [signal] = report.signals
+    assert signal.upper_max == pytest.approx(20.0)  # the running requests alone
+    assert signal.partial is not None
+    assert signal.partial.startswith("demand counts no waiting requests at ")
+    assert min_replicas(kube_server, "noqueue") == 3  # a lower bound may raise
+
+
+def test_requests_in_flight_need_both_queries_and_a_concurrency_target() -> None:
+    assert rules("{name: f, kind: in_flight, runningQuery: 'sum(r)', targetPerPod: 8}") == [
+        "targets[0].signals[0].queueQuery: is required unless preset is set",
+    ]
+    assert rules("{kind: in_flight, preset: vllm}") == [
+        "targets[0].signals[0].targetPerPod: "
+        "is required when hpaMetric is null (the HPA target to read)",
+    ]
+    assert rules(IN_FLIGHT.replace("}", ", query: 'sum(q)'}")) == [
+        "targets[0].signals[0].query: is not read by kind in_flight"
+    ]
+
+
+async def test_the_what_if_backtest_replays_requests_in_flight(source: PrometheusSource) -> None:
+    target = one_target("inflight", IN_FLIGHT)
+    [signal] = target.signals
+    values, query = await fetch_target_history(
+        target, signal, source, DATA_END - 3600, DATA_END, STEP
+    )
+    assert query == 'sum(vllm:num_requests_running{namespace="inflight"})'
+    assert values.size == 13 and np.allclose(values, 24.0)

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Final
 
-from predictive_scaler.signals import kv_cache, query
+from predictive_scaler.signals import in_flight, kv_cache, query
 from predictive_scaler.signals.kind import KindQuery, SignalKind, SignalSpec
 
 __all__ = [
@@ -31,6 +31,7 @@ SIGNAL_KINDS: Final[Mapping[str, SignalKind]] = MappingProxyType(
         for kind in (
             kv_cache.KIND,
             query.KIND,
+            in_flight.KIND,
         )
     }
 )
