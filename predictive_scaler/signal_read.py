@@ -389,6 +389,12 @@ class SignalReader:
             freshness="grid" if on_grid else "samples",
         )
         problem, new_start, new, partial = await self._fetch(state, now)
+        if new is None and problem is None and partial is not None:
+            # The new points were kept out (a freshness, queue or running query failed): the
+            # cycle has no data its model has not seen, and the forecast the model made
+            # before them is not the complete data's (on a falling demand it is higher, and
+            # its window is longer). Missing data: hold, then decay; never raise on it.
+            problem, partial = partial, None
         reporting, count_problem = await self._reporting_pods(state, now)
         base = replace(base, partial=partial or count_problem, reporting_pods=reporting)
         if new is not None and new_start is not None:

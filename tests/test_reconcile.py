@@ -292,7 +292,7 @@ async def test_a_failed_running_query_keeps_its_points_out_of_the_history(
     reconciler = TargetReconciler(queued_target(), flaky, kube, clock=clock)
     report = await reconciler.reconcile()
     signal = report.signals[0]
-    assert signal.partial is not None and signal.partial.startswith("running query failed")
+    assert signal.problem is not None and signal.problem.startswith("running query failed")
     assert signal.points == 0  # nothing computed from the failed query was kept
     assert min_replicas(kube_server, "queued") == 1  # no raise on data it does not have
     flaky.failing = False
