@@ -15,14 +15,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final, Protocol
 
+from predictive_scaler.ports import GroupedMetricSource
 from predictive_scaler.promql import render_batch_query
-from predictive_scaler.ranges import GroupedRanges, RangeResult
+from predictive_scaler.ranges import RangeResult
 
 __all__ = [
     "DEFAULT_BATCH_SAMPLES",
     "DEFAULT_BATCH_SIZE",
     "FetchPlan",
-    "GroupedMetricSource",
     "PrefetchTarget",
     "prefetch_batched",
 ]
@@ -48,20 +48,6 @@ class FetchPlan:
     step: float
     kind: str = "sum"
     """What the batched query computes per target (``promql.batch_shape``)."""
-
-
-class GroupedMetricSource(Protocol):
-    """A source that can answer a batched query split by labels (met by
-    :class:`~predictive_scaler.prometheus.PrometheusSource`)."""
-
-    async def fetch_range_grouped(
-        self,
-        query: str,
-        by: Sequence[str],
-        start: datetime,
-        end: datetime,
-        step_seconds: float,
-    ) -> RangeResult | GroupedRanges: ...
 
 
 DEFAULT_BATCH_SIZE: Final = 100

@@ -20,6 +20,7 @@ from typing import Final, Protocol
 
 from predictive_scaler.kube import KubeClient
 from predictive_scaler.logs import get_logger
+from predictive_scaler.ports import Sleeper
 from predictive_scaler.values import ConfigMapEvent, KubeApiError
 
 __all__ = ["CONFIG_WATCH_BACKOFF_SECONDS", "restart_reason", "watch_config_map"]
@@ -28,7 +29,6 @@ CONFIG_WATCH_BACKOFF_SECONDS: Final = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
 """Delays before starting a failed watch again (401/403, or the stream failing otherwise);
 the last one repeats. A minute at most: a fixed RBAC or a rotated token is seen quickly."""
 
-Sleeper = Callable[[float], Awaitable[None]]
 OnEvent = Callable[[ConfigMapEvent], Awaitable[None]]
 
 log = get_logger()

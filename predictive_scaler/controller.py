@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
@@ -24,13 +24,9 @@ from predictive_scaler.kube import KubeClient
 from predictive_scaler.leader import LeaderElector
 from predictive_scaler.logs import get_logger
 from predictive_scaler.pod_overlap import PodClaims
+from predictive_scaler.ports import Clock, FitCall, FitRunner, HpaApi, Sleeper
 from predictive_scaler.publish import ControllerMetrics, HealthState, SignalFigures, TargetFigures
-from predictive_scaler.reconcile import (
-    CycleReport,
-    FitRunner,
-    HpaApi,
-    TargetReconciler,
-)
+from predictive_scaler.reconcile import CycleReport, TargetReconciler
 from predictive_scaler.restore import OrphanSweep, RestoreQueue
 from predictive_scaler.settings import CONFIG_KEY, prometheus_settings
 from predictive_scaler.sharding import Shard
@@ -43,9 +39,6 @@ DEFAULT_CONCURRENCY: Final = 16
 CYCLE_IO_ALLOWANCE_SECONDS: Final = 300.0
 """A cycle's deadline is its fit's budget plus this, for its reads and writes (each
 Prometheus request is bounded at 2 x its timeout + 1 s, each API call by the client)."""
-
-Clock = Callable[[], datetime]
-Sleeper = Callable[[float], Awaitable[None]]
 
 log = get_logger()
 
@@ -68,7 +61,7 @@ class Controller:
         config_origin: ObjectRef | None = None,
         metrics: ControllerMetrics | None = None,
         health: HealthState | None = None,
-        fit_runner: FitRunner | None = None,
+        fit_runner: FitCall | None = None,
         max_concurrency: int = DEFAULT_CONCURRENCY,
         shard: Shard | None = None,
         batch_queries: bool = True,
@@ -86,13 +79,13 @@ class Controller:
         self.config_origin = config_origin
         self.metrics = metrics or ControllerMetrics(clock=clock)
         self.health = health or HealthState()
-        self.fit_runner: FitRunner = fit_runner or ThreadFitRunner(DEFAULT_FIT_TIMEOUT_SECONDS)
+        self.fit_runner: FitCall = fit_runner or ThreadFitRunner(DEFAULT_FIT_TIMEOUT_SECONDS)
         self.progressive_start = progressive_start
         """A cheap model decides first and fits run beside the cycles
         (:mod:`~predictive_scaler.signal_fitter`); off, a due fit is awaited in the cycle."""
-        workers = getattr(self.fit_runner, "workers", 1)
+        workers = self.fit_runner.workers if isinstance(self.fit_runner, FitRunner) else 1
         # One worker is left for the cheap first fits of targets still starting.
-        self.background_fits = asyncio.Semaphore(max(1, int(workers) - 1))
+        self.background_fits = asyncio.Semaphore(max(1, workers - 1))
         self.config: Config | None = None
         self.pod_claims = PodClaims()
         """The pods of every target, as far as known, to find targets whose pods overlap."""

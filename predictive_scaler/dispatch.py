@@ -28,6 +28,7 @@ from datetime import datetime, timedelta
 from typing import Final
 
 from predictive_scaler.logs import get_logger
+from predictive_scaler.ports import Clock, Sleeper
 from predictive_scaler.values import CycleReport
 from predictive_scaler.workqueue import WorkQueue
 
@@ -51,8 +52,6 @@ MAX_LOOP_SLEEP_SECONDS: Final = 5.0
 STALL_GRACE_SECONDS: Final = 60.0
 """A cycle still running this long past its deadline did not stop when cancelled."""
 
-Clock = Callable[[], datetime]
-Sleeper = Callable[[float], Awaitable[None]]
 RunCycle = Callable[[TargetKey], Awaitable[CycleReport | None]]
 Prefetch = Callable[[Sequence[TargetKey], datetime], Awaitable[None]]
 IntervalOf = Callable[[TargetKey], float | None]

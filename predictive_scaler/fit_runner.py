@@ -1,5 +1,5 @@
 """Where fits run: off the event loop, in worker processes or a thread, each within a time
-budget (the reconcilers' ``fit_runner`` hook, :class:`~predictive_scaler.reconcile.FitRunner`).
+budget (the controller's ``fit_runner``, :class:`~predictive_scaler.ports.FitRunner`).
 
 A process pool whose worker died is replaced, and a fit over its budget is abandoned (its
 worker stopped), so one bad fit never disables fitting for good.
@@ -15,6 +15,7 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Final, TypeVar
 
 from predictive_scaler.logs import get_logger
+from predictive_scaler.ports import FitRunner
 
 __all__ = [
     "DEFAULT_FIT_TIMEOUT_SECONDS",
@@ -161,6 +162,8 @@ class ThreadFitRunner:
 
     def __init__(self, timeout_seconds: float | None = None) -> None:
         self.timeout_seconds = timeout_seconds
+        self.workers = 1
+        """Counts as one worker: the controller runs at most one fit beside the cycles."""
 
     async def __call__(self, fit: Callable[[], _FitT]) -> _FitT:
         try:
@@ -174,7 +177,7 @@ class ThreadFitRunner:
             ) from error
 
 
-def make_fit_runner(workers: int, timeout_seconds: float) -> ProcessFitRunner | ThreadFitRunner:
+def make_fit_runner(workers: int, timeout_seconds: float) -> FitRunner:
     """``--fit-workers``: that many worker processes, or a thread of this process for 0."""
     if workers > 0:
         return ProcessFitRunner(workers, timeout_seconds=timeout_seconds)

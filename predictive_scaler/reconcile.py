@@ -55,14 +55,9 @@ from predictive_scaler.logs import Logger, get_logger
 from predictive_scaler.ownership import ForeignOwner, find_foreign_owner
 from predictive_scaler.pod_overlap import PodClaims, PodOverlap
 from predictive_scaler.policy_settings import decision_policy
-from predictive_scaler.ports import HpaApi
+from predictive_scaler.ports import Clock, FitCall, HpaApi, MetricSource
 from predictive_scaler.signal_buffer import LIVE_ERROR_WINDOW
-from predictive_scaler.signal_read import (
-    FitRunner,
-    MetricSource,
-    SignalReader,
-    _fit_in_thread,
-)
+from predictive_scaler.signal_read import SignalReader, _fit_in_thread
 from predictive_scaler.values import (
     ConflictError,
     CycleReport,
@@ -79,7 +74,7 @@ __all__ = [
     "MAX_CONFLICT_RETRIES",
     "CycleReport",
     "DryRunShadow",
-    "FitRunner",
+    "FitCall",
     "HpaApi",
     "MetricSource",
     "SignalReport",
@@ -87,8 +82,6 @@ __all__ = [
     "determine_base",
     "prefetch_batched",
 ]
-
-Clock = Callable[[], datetime]
 
 MAX_CONFLICT_RETRIES: Final = 3
 """Attempts of read-decide-patch when the HPA changes under us (409)."""
@@ -171,7 +164,7 @@ class TargetReconciler(SignalReader):
         may_patch: Callable[[], bool] = lambda: True,
         dry_run: bool = False,
         emit_events: bool = True,
-        fit_runner: FitRunner = _fit_in_thread,
+        fit_runner: FitCall = _fit_in_thread,
         logger: Logger | None = None,
         progressive: bool = False,
         background_fits: asyncio.Semaphore | None = None,

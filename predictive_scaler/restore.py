@@ -26,7 +26,7 @@ from predictive_scaler.annotations import MANAGED_ANNOTATIONS
 from predictive_scaler.config import Config
 from predictive_scaler.logs import get_logger
 from predictive_scaler.ownership import find_foreign_owner
-from predictive_scaler.ports import HpaApi
+from predictive_scaler.ports import Clock, HpaApi
 from predictive_scaler.reconcile import MAX_CONFLICT_RETRIES, determine_base
 from predictive_scaler.values import ConflictError, ForbiddenError, HpaSnapshot, KubeApiError
 
@@ -48,7 +48,6 @@ RESTORE_BACKOFF_SECONDS: Final = (10.0, 30.0, 60.0, 120.0, 300.0)
 """Delays before retrying a failed restore (or a failed sweep); the last one repeats."""
 
 Key = tuple[str, str]
-Clock = Callable[[], datetime]
 RestoreOutcome = Literal["restored", "clean", "gone", "owned", "failed", "not_leader"]
 """``restored`` (patched back), ``clean`` (nothing of ours on it), ``gone`` (404), ``owned``
 (another controller's, left alone): done. ``failed`` and ``not_leader``: retry later."""

@@ -22,7 +22,7 @@ fit is the cycle's problem (the decision holds on it), and the next cycle tries 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Final
@@ -35,12 +35,11 @@ from predictive_scaler.backtest import SimulationSettings
 from predictive_scaler.forecasting import TargetForecaster, refit_offset
 from predictive_scaler.logs import Logger
 from predictive_scaler.objective import HeadroomChoice, Objective, ObjectiveFit, fit_with_objective
+from predictive_scaler.ports import FitCall
 
-__all__ = ["CHEAP_FIRST_MODEL", "FitRunner", "SignalFitter"]
+__all__ = ["CHEAP_FIRST_MODEL", "SignalFitter"]
 
 FloatArray = npt.NDArray[np.float64]
-FitRunner = Callable[[Callable[[], FitResult]], Awaitable[FitResult]]
-"""Runs a fit job somewhere (a worker thread or process) within its time budget."""
 
 CHEAP_FIRST_MODEL: Final = "seasonal_naive"
 """What decides until the configured model's first fit lands: no parameters to estimate,
@@ -68,7 +67,7 @@ class SignalFitter:
     def __init__(
         self,
         forecaster: TargetForecaster,
-        runner: FitRunner,
+        runner: FitCall,
         *,
         key: str,
         log: Logger,

@@ -14,12 +14,11 @@ import math
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Final, Protocol
+from typing import Final, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
-from models import FitResult
 from models.series import mask_ranges
 from predictive_scaler.batching import FetchPlan
 from predictive_scaler.config import HPA_METRIC_ALIASES, Policy, Signal, Target
@@ -35,6 +34,7 @@ from predictive_scaler.logs import Logger
 from predictive_scaler.objective import objective_scenario
 from predictive_scaler.pod_overlap import PodClaims, PodOverlap, PodSelection, equality_selection
 from predictive_scaler.policy_settings import forecast_settings
+from predictive_scaler.ports import FitCall, MetricSource
 from predictive_scaler.promql import (
     batch_shape,
     fresh_samples_template,
@@ -53,15 +53,13 @@ from predictive_scaler.values import HpaSnapshot, KubeApiError, SignalReport
 
 __all__ = [
     "SELECTOR_REFRESH_SECONDS",
-    "FitRunner",
-    "MetricSource",
     "ScaleSelectorReader",
     "SignalReader",
     "SignalState",
 ]
 
 FloatArray = npt.NDArray[np.float64]
-FitRunner = Callable[[Callable[[], FitResult]], Awaitable[FitResult]]
+_T = TypeVar("_T")
 ScaleSelectorReader = Callable[[str, Mapping[str, str]], Awaitable[str | None]]
 """``(namespace, scale target ref) -> status.selector`` of the HPA's scale target."""
 
@@ -69,16 +67,7 @@ SELECTOR_REFRESH_SECONDS: Final = 600.0
 """How often the scale target's pod selector is read again while the target is unchanged."""
 
 
-class MetricSource(Protocol):
-    """What a cycle needs of Prometheus (met by :class:`~predictive_scaler.prometheus.
-    PrometheusSource`)."""
-
-    async def fetch_range(
-        self, query: str, start: datetime, end: datetime, step_seconds: float
-    ) -> RangeResult: ...
-
-
-async def _fit_in_thread(fit: Callable[[], FitResult]) -> FitResult:
+async def _fit_in_thread(fit: Callable[[], _T]) -> _T:
     # Fitting is CPU work (statsmodels); the event loop must keep serving the other targets.
     return await asyncio.to_thread(fit)
 
@@ -133,7 +122,7 @@ class SignalReader:
         *,
         logger: Logger,
         scale_selector: ScaleSelectorReader | None = None,
-        fit_runner: FitRunner = _fit_in_thread,
+        fit_runner: FitCall = _fit_in_thread,
         progressive: bool = False,
         background_fits: asyncio.Semaphore | None = None,
         pod_claims: PodClaims | None = None,

@@ -39,6 +39,7 @@ from predictive_scaler.config import (
 from predictive_scaler.demand_query import fetch_signal_demand
 from predictive_scaler.kube import KubeClient, load_api_client
 from predictive_scaler.logs import Logger
+from predictive_scaler.ports import MetricSource
 from predictive_scaler.prometheus import MAX_POINTS_PER_QUERY, PrometheusSource
 from predictive_scaler.promql import render_matchers, render_query, selector_matchers
 from predictive_scaler.ranges import RangeResult
@@ -215,7 +216,7 @@ async def fetch_hpa_facts(kube: KubeClient, target: Target, signal: Signal) -> H
 async def fetch_target_history(
     target: Target,
     signal: Signal,
-    source: PrometheusSource,
+    source: MetricSource,
     start: float,
     end: float,
     step: float,
