@@ -17,11 +17,12 @@ from typing import Final, Protocol
 
 from predictive_scaler.ports import GroupedMetricSource
 from predictive_scaler.promql import render_batch_query
-from predictive_scaler.ranges import RangeResult
+from predictive_scaler.ranges import RangeResult, RangeStatus
 
 __all__ = [
     "DEFAULT_BATCH_SAMPLES",
     "DEFAULT_BATCH_SIZE",
+    "DEFAULT_SPLIT_QUERIES",
     "FetchPlan",
     "PrefetchTarget",
     "prefetch_batched",
@@ -52,6 +53,10 @@ class FetchPlan:
 
 DEFAULT_BATCH_SIZE: Final = 100
 """Most targets per batched query (keeps the regex and the URL short)."""
+DEFAULT_SPLIT_QUERIES: Final = 32
+"""Most extra queries one prefetch spends asking the halves of failed batches again: enough
+to find a few targets whose data fails a batch of 100 (about 2 log2(100) each), few enough
+that a server refusing every query gets only a bounded burst more of quick requests."""
 DEFAULT_BATCH_SAMPLES: Final = 200_000
 """Most samples per batched answer: the JSON of a first fetch (7 days at 1 m is 10,080
 points per target) is parsed into Python objects, about 150 bytes a sample, so this keeps a
@@ -65,6 +70,7 @@ async def prefetch_batched(
     batch_size: int = DEFAULT_BATCH_SIZE,
     max_samples: int = DEFAULT_BATCH_SAMPLES,
     concurrency: int = 2,
+    split_queries: int = DEFAULT_SPLIT_QUERIES,
 ) -> int:
     """Answer many targets' range queries with few batched ones, and hand each target its
     part (:meth:`PrefetchTarget.accept_prefetched`); returns the number of queries made.
@@ -73,9 +79,14 @@ async def prefetch_batched(
     query shape and the window. Each group becomes ``sum by (<labels>) (metric{l=~"a|b"})``
     in chunks of at most ``batch_size`` targets and ``max_samples`` samples; the answer for a
     target is the group of its label values, judged exactly as its own query's answer would
-    be. A failed batch is an ERROR for each of its targets, as their own queries would have
-    been. Targets whose queries have another shape keep their own queries (nothing is
-    prefetched for them).
+    be. A batch the server refused (an HTTP error, an unusable answer) is asked again in
+    halves, down to single targets, so a failure that one target's data causes (a query
+    past the server's sample or time limit, a target's series it cannot serve) costs only
+    that target; at most ``split_queries`` such queries per call. A batch that failed
+    otherwise (unreachable, no answer in time: the server's, not a target's) or is left
+    over is an ERROR for each of its targets, as their own queries would have been.
+    Targets whose queries have another shape keep their own queries (nothing is prefetched
+    for them).
     """
     groups: dict[tuple[object, ...], list[FetchPlan]] = {}
     for plan in plans:
@@ -88,8 +99,11 @@ async def prefetch_batched(
         size = max(1, min(batch_size, max_samples // points))
         chunks += [members[i : i + size] for i in range(0, len(members), size)]
     limit = asyncio.Semaphore(max(1, concurrency))
+    made = len(chunks)
+    splits_left = max(0, split_queries)
 
     async def run(chunk: list[FetchPlan]) -> None:
+        nonlocal made, splits_left
         first = chunk[0]
         query, names = render_batch_query(first.metric, [p.labels for p in chunk], kind=first.kind)
         async with limit:
@@ -100,6 +114,17 @@ async def prefetch_batched(
                 datetime.fromtimestamp(first.end, UTC),
                 first.step,
             )
+        refused = (
+            isinstance(answer, RangeResult)
+            and answer.status is RangeStatus.ERROR
+            and not answer.unreachable
+        )
+        if refused and len(chunk) > 1 and splits_left >= 2:
+            splits_left -= 2
+            made += 2
+            half = len(chunk) // 2
+            await asyncio.gather(run(chunk[:half]), run(chunk[half:]))
+            return
         for plan in chunk:
             if isinstance(answer, RangeResult):
                 result = answer
@@ -108,4 +133,4 @@ async def prefetch_batched(
             plan.reconciler.accept_prefetched(plan, result)
 
     await asyncio.gather(*(run(chunk) for chunk in chunks))
-    return len(chunks)
+    return made

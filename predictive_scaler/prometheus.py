@@ -298,7 +298,11 @@ class PrometheusSource:
                 )
                 chunk = parse_matrix(result)
             except Exception as exc:  # every failure becomes a value, not a raise
-                return error_range(grid, f"range query failed: {self._describe(exc)}")
+                unreachable = isinstance(
+                    exc, (requests.ConnectionError, requests.Timeout, TimeoutError)
+                )
+                message = f"range query failed: {self._describe(exc)}"
+                return error_range(grid, message, unreachable=unreachable)
             for labels, ts, samples in chunk:
                 found = dict(labels)
                 key = tuple(found.get(name, "") for name in by)

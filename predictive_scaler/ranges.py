@@ -62,6 +62,9 @@ class RangeResult:
     message: str = ""
     """One line: why the status is not OK, or a short summary."""
     series_count: int = 0
+    unreachable: bool = False
+    """ERROR only: the server could not be reached or did not answer in time (not a refusal
+    of this query), so asking again at once, or in parts, would only wait again."""
 
     @property
     def ok(self) -> bool:
@@ -112,8 +115,12 @@ def frozen_array(array: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     return out
 
 
-def error_range(grid: npt.NDArray[np.float64], message: str) -> RangeResult:
-    return freeze_range(RangeStatus.ERROR, grid, np.full(grid.shape, np.nan), message, 0)
+def error_range(
+    grid: npt.NDArray[np.float64], message: str, *, unreachable: bool = False
+) -> RangeResult:
+    frozen = frozen_array(grid)
+    values = frozen_array(np.full(grid.shape, np.nan))
+    return RangeResult(RangeStatus.ERROR, frozen, values, message, 0, unreachable)
 
 
 def empty_range(grid: npt.NDArray[np.float64]) -> RangeResult:
