@@ -56,6 +56,7 @@ __all__ = [
     "decide_info_refresh",
     "decode_clock_state",
     "encode_clock_state",
+    "later_clocks",
     "restore_history",
     "state_changed",
 ]
@@ -258,6 +259,25 @@ def restore_history(state: ClockState, now: datetime) -> DecisionHistory:
         recommendations=tuple(sorted((moment(t), need) for need, t in state.peaks)),
         tracking_since=None if state.good_since is None else moment(state.good_since),
         bad_since=None if state.bad_since is None else moment(state.bad_since),
+    )
+
+
+def later_clocks(stored: DecisionHistory, own: DecisionHistory) -> DecisionHistory:
+    """The clocks a follower that now leads continues: of the stored ones (what the old
+    leader acted on) and its own (what it saw itself while it followed), each clock the one
+    that ends its hold or delay later, so neither view ends one sooner. ``None`` (not
+    started: the next bad or good cycle starts it) is the latest of all; the recent needs
+    are both views' together. The stored hold clock alone may be stale (the run it counts
+    ended while no leader wrote), and the own one alone may be older than the leader's."""
+
+    def later(a: datetime | None, b: datetime | None) -> datetime | None:
+        return None if a is None or b is None else max(a, b)
+
+    return DecisionHistory(
+        recommendations=tuple(sorted({*stored.recommendations, *own.recommendations})),
+        tracking_since=later(stored.tracking_since, own.tracking_since),
+        bad_since=later(stored.bad_since, own.bad_since),
+        partial=stored.partial or own.partial,
     )
 
 

@@ -37,6 +37,7 @@ from predictive_scaler.annotations import (
     decide_info_refresh,
     decode_clock_state,
     encode_clock_state,
+    later_clocks,
     restore_history,
     state_changed,
 )
@@ -261,14 +262,17 @@ class TargetReconciler(SignalReader):
             )
 
         leading = not self.dry_run and self.may_patch()
-        if leading and self._followed:
+        own = self._history if leading and self._followed else None
+        if own is not None:
             # A follower's clocks are its own view (its data may have been bad while the
-            # leader's was good); the stored ones are what the leader acted on. Continue
-            # those, as a restarted process does: a hold then never ends sooner than the
-            # old leader's would have.
+            # leader's was good); the stored ones are what the leader acted on, but may be
+            # stale (a hold that ended while no leader wrote). Continue the later of each,
+            # so a hold never ends sooner than either view would end it.
             self._history, self._history_known = DecisionHistory(), False
         self._followed = not leading
         self._adopt_stored_clocks(snapshot, now)
+        if own is not None:
+            self._history = later_clocks(self._history, own)
         reports = await self.read_signals(snapshot, now)
         return await self._decide_and_apply(snapshot, reports, now)
 

@@ -6,7 +6,7 @@ fit-pool and process faults (tests/chaos/soak.py), every fault kind drawn at lea
 from __future__ import annotations
 
 from tests.chaos import PROMETHEUS_FAULTS
-from tests.chaos.soak import KUBE_FAULTS, QUERY_FAULTS, SoakSettings, run_soak
+from tests.chaos.soak import KUBE_FAULTS, QUERY_FAULTS, SoakReport, SoakSettings, run_soak
 
 
 async def test_short_chaos_soak_keeps_every_invariant() -> None:
@@ -41,3 +41,11 @@ async def test_short_chaos_soak_keeps_every_invariant() -> None:
     assert report.twin_checks > 0 and report.twin_fidelity > 0, report.render()
     assert report.watch_restarts["unauthorized"] > 0, report.render()
     assert report.watch_restarts["expired"] > 0, report.render()
+
+
+def test_the_summary_counts_the_raises_above_the_complete_data() -> None:
+    # The line said "N raised, none above the complete data's decision" whatever the count.
+    report = SoakReport(SoakSettings(), twin_checks=9, twin_raises=3, twin_raises_above=1)
+    assert "9 faulted cycles (3 raised, 1 of them above the complete data's decision)" in (
+        report.render()
+    )

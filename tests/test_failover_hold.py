@@ -105,3 +105,70 @@ async def test_a_new_leader_holds_from_the_old_leaders_clocks_not_its_own_follow
         finally:
             await leader.aclose()
             await follower.aclose()
+
+
+async def test_a_hold_that_ended_while_following_does_not_end_the_next_one_early(
+    kube_server: KubeDouble, kube_api: client.ApiClient
+) -> None:
+    # Found by the chaos soak (round 138 of seed 7: 46 targets lowered in the first cycle of
+    # a new bad run). The leader's data goes bad: it holds, and stores when the hold began.
+    # Another replica takes the lease for a while without deciding (it cannot, or it has
+    # just started); meanwhile our data comes back, but as a follower we write nothing, so
+    # the stored hold clock still says "bad since" the old run. We lead again and the data
+    # goes bad again: a new run, whose hold must count from now, not from the old run.
+    kube_server.put_object(
+        make_hpa(
+            NS,
+            "nim",
+            3,
+            10,
+            annotations={ANNOTATION_BASE_MIN_REPLICAS: "1", ANNOTATION_APPLIED_MIN_REPLICAS: "3"},
+        )
+    )
+    clock = FakeClock(datetime(2025, 3, 3, 12, 0, 30, tzinfo=UTC))
+    kube = KubeClient(kube_api, reporting_instance="a")
+    elector = LeaderElector(kube, "ops", "predictive-scaler", "a", clock=clock)
+    intruder = LeaderElector(kube, "ops", "predictive-scaler", "intruder", clock=clock)
+    async with PrometheusFaultProxy(series=flat_demand) as prometheus:
+        made = Controller(
+            kube, prometheus_url=prometheus.url, clock=clock, elector=elector, fit_runner=inline
+        )
+        made.apply_config(parse_config(CONFIG))
+        try:
+            assert await made.renew_leadership()
+            [report] = await made.run_due()
+            assert report.recommended == 3 and report.signals[0].data_ok, report
+            prometheus.set_fault("5xx")
+            for _ in range(2):  # a short bad run, held; its start is stored
+                clock.advance(STEP)
+                assert await made.renew_leadership()
+                [report] = await made.run_due()
+                assert not report.signals[0].data_ok and min_replicas(kube_server) == 3
+            # The lease goes to another replica (ours lapsed); the data comes back.
+            await intruder.try_acquire_or_renew(clock())
+            clock.advance(16)
+            assert await intruder.try_acquire_or_renew(clock())
+            prometheus.set_fault(None)
+            for _ in range(int(HOLD // STEP)):
+                clock.advance(STEP)
+                assert await intruder.try_acquire_or_renew(clock())
+                assert not await made.renew_leadership()
+                [report] = await made.run_due()
+                assert report.signals[0].data_ok and report.recommended == 3, report
+            await intruder.release(clock())
+            # We lead again, and the data goes missing again: a new bad run starts now.
+            prometheus.set_fault("5xx")
+            missing_since = clock().timestamp() + STEP
+            for _ in range(3):
+                clock.advance(STEP)
+                assert await made.renew_leadership()
+                [report] = await made.run_due()
+                held = clock().timestamp() - missing_since
+                assert not report.signals[0].data_ok, report
+                assert min_replicas(kube_server) == 3, (
+                    f"lowered 3 -> {min_replicas(kube_server)} after {held:.0f}s of missing "
+                    f"data (missingDataHold {HOLD:.0f}s; the data was good until then): "
+                    f"{report.reason}: {report.message}"
+                )
+        finally:
+            await made.aclose()

@@ -179,7 +179,9 @@ class SoakReport:
     twin_checks: int = 0
     """Cycles with a failed or partial query recomputed on complete data."""
     twin_raises: int = 0
-    """Of those, cycles that raised (each at or below the complete data's decision)."""
+    """Of those, cycles that raised."""
+    twin_raises_above: int = 0
+    """Of those raises, the ones above the complete data's decision (each a violation)."""
     twin_fidelity: int = 0
     """Clean cycles recomputed by the twin, each decided identically."""
     fits: int = 0
@@ -205,10 +207,11 @@ class SoakReport:
             lines.append(f"  {kind:<28} {self.faults.get(kind, 0)}")
         watch = ", ".join(f"{k} {v}" for k, v in sorted(self.watch_restarts.items())) or "none"
         lines += [
-            f"cycles on bad data: {self.bad_data_cycles} (held or decayed, never raised)",
+            f"cycles on bad data: {self.bad_data_cycles}",
             f"cycles with a failed or partial query but usable data: {self.partial_cycles}",
             f"recomputed on complete data: {self.twin_checks} faulted cycles "
-            f"({self.twin_raises} raised, none above the complete data's decision); "
+            f"({self.twin_raises} raised, {self.twin_raises_above} of them above the "
+            "complete data's decision); "
             f"{self.twin_fidelity} clean cycles, each decided identically",
             f"fits: {self.fits}, fit workers SIGKILLed: {self.fit_kills}, "
             f"pools replaced: {self.pools_replaced}",
@@ -1031,6 +1034,7 @@ class Soak:
                 if report.recommended > before:
                     r.twin_raises += 1
                     if report.recommended > complete.recommended:
+                        r.twin_raises_above += 1
                         r.violations.append(
                             f"{where}: raised {before} -> {report.recommended} on a failed or "
                             f"partial query ({_problems(report)}); the complete data gives "
