@@ -23,7 +23,7 @@ from predictive_scaler.backtest import FloatArray, SimulationSettings, simulate
 from predictive_scaler.baselines import BASELINES, SweepSettings, compute_iso_cost
 from predictive_scaler.config import parse_duration
 from predictive_scaler.objective import Objective, choose_headroom
-from predictive_scaler.traces import load_trace
+from predictive_scaler.traces import load_documented_trace
 
 DEFAULT_TRACES = Path(__file__).resolve().parents[2] / "shared" / "data" / "traces"
 
@@ -35,7 +35,7 @@ def run_one(
     frontier: bool,
     objective: Objective | None = None,
 ) -> dict[str, object]:
-    trace = load_trace(path)
+    trace = load_documented_trace(path)
     started = time.perf_counter()
     settings = replace(settings, warmup_seconds=warmup)
     headroom = None

@@ -13,6 +13,12 @@ Semantics (fixed so that results can be checked independently):
   forecaster and decision code, fed only what Prometheus would hold (the saturated gauge
   sum and the queue);
 - oracle: the same HPA with minReplicas = ceil(max d over t .. t + warm-up + 1 / target).
+- a missing step (NaN: a collection gap, not idleness) is missing for every lane: the HPA,
+  with no metric, keeps its replicas (a minReplicas above them still raises them, as the
+  HPA controller does before reading metrics); the controller sees no sample and, once its
+  newest one is older than ``staleAfter``, holds minReplicas (``missingDataHold``), then
+  decays, as the live loop does; PHPA skips the step; missing steps are not scored (nobody
+  knows their demand), and the pods that run through them are paid for.
 """
 
 from __future__ import annotations
@@ -88,6 +94,8 @@ class SimulationSettings:
     quantile: float = DEFAULT_POLICY.quantile
     floor_quantile: float = DEFAULT_POLICY.floor_quantile
     """The history floor's quantile (0: off), learned at each refit as the live loop does."""
+    stale_after_seconds: float = DEFAULT_POLICY.stale_after_seconds
+    """A newest sample older than this is stale: the controller holds, as live."""
     seasons: tuple[str, ...] = DEFAULT_POLICY.seasons
     history_seconds: float = DEFAULT_POLICY.history_seconds
     refit_interval_seconds: float = DEFAULT_POLICY.refit_interval_seconds
@@ -124,6 +132,7 @@ def simulation_settings(
         model=policy.model,
         quantile=policy.quantile,
         floor_quantile=policy.floor_quantile,
+        stale_after_seconds=policy.stale_after_seconds,
         seasons=policy.seasons,
         history_seconds=policy.history_seconds,
         refit_interval_seconds=policy.refit_interval_seconds,
@@ -192,12 +201,14 @@ class SimulationResult:
 
 
 def scale_demand(values: FloatArray, target: float, peak_replicas: int) -> FloatArray:
-    """``value / p99(value) * peak_replicas * target``; missing points count as no demand."""
-    clean = np.nan_to_num(np.asarray(values, dtype=np.float64), nan=0.0)
-    p99 = float(np.percentile(clean, 99))
+    """``value / p99(value) * peak_replicas * target``, the p99 of the observed points; a
+    missing point (NaN) stays missing: a gap in collection is not a lull in demand."""
+    arr = np.asarray(values, dtype=np.float64)
+    observed = arr[np.isfinite(arr)]
+    p99 = float(np.percentile(observed, 99)) if observed.size else 0.0
     if p99 <= 0:
         raise ValueError("the trace's 99th percentile is 0: nothing to scale")
-    scaled: FloatArray = clean / p99 * peak_replicas * target
+    scaled: FloatArray = arr / p99 * peak_replicas * target
     return scaled
 
 
@@ -234,6 +245,11 @@ class SimulatedHpa:
     def act(self, t: int, demand: float, min_replicas: int) -> None:
         s = self.s
         total = len(self.pods)
+        if not math.isfinite(demand):
+            # No metric: the HPA computes nothing and keeps its replicas, only bringing them
+            # into [min, max] (which it does before reading any metric).
+            self._resize(t, min(max(total, min_replicas), s.max_replicas))
+            return
         desired = self.desired(t, demand, min_replicas)
         self.recommendations.append((t, desired))
         while self.recommendations[0][0] <= t - self.window_steps:
@@ -242,6 +258,10 @@ class SimulatedHpa:
         stabilized = max(v for _, v in self.recommendations)
         new = desired if desired >= total else min(total, stabilized)
         new = min(max(new, min_replicas), s.max_replicas)
+        self._resize(t, new)
+
+    def _resize(self, t: int, new: int) -> None:
+        total = len(self.pods)
         if new > total:
             self.pods.extend([t + self.warmup_steps] * (new - total))
         elif new < total:
@@ -335,6 +355,7 @@ def simulate_demand(
     default_predictive = lanes[1]
     choices: list[tuple[int, float]] = []
     seen = np.full(n, np.nan)  # demand as the controller sees it in Prometheus
+    newest = -1  # the last step Prometheus holds a sample for
     origin = datetime(2000, 1, 1, tzinfo=UTC)
     notes: list[str] = []
 
@@ -344,9 +365,11 @@ def simulate_demand(
             lane.total[t] = len(lane.hpa.pods)
         # What Prometheus holds at t for the predictive deployment: the gauge saturates.
         ready_now = default_predictive.ready[t]
-        gauge = min(demand[t], ready_now)
-        queue = max(0.0, demand[t] - ready_now)
-        seen[t] = compute_demand(np.array([gauge]), np.array([queue]), np.array([gauge]))[0]
+        if math.isfinite(demand[t]):
+            gauge = min(demand[t], ready_now)
+            queue = max(0.0, demand[t] - ready_now)
+            seen[t] = compute_demand(np.array([gauge]), np.array([queue]), np.array([gauge]))[0]
+            newest = t
 
         if t >= control_start:
             if forecaster.needs_refit():
@@ -377,14 +400,20 @@ def simulate_demand(
                 )
                 uppers = _forecast_uppers(forecaster, quantiles)
                 now = origin + timedelta(seconds=t * step_seconds)
+                problem = _staleness(t, newest, step_seconds, s.stale_after_seconds)
                 for lane in predictive_lanes:
                     assert lane.quantile is not None
-                    _decide(lane, uppers, forecaster.floor_, s, policy, now)
+                    _decide(lane, uppers, forecaster.floor_, s, policy, now, problem)
         d = float(demand[t])
         for lane in lanes:
             if lane.floor is not None:
                 lane.mins[t] = lane.floor[t]
             elif lane.hw is not None:
+                if not math.isfinite(d):
+                    # PHPA with no metric evaluates nothing: it keeps what it last set.
+                    lane.mins[t] = lane.mins[t - 1] if t else s.min_replicas
+                    lane.hpa.act(t, d, int(lane.mins[t]))
+                    continue
                 lane.hw.update(lane.hpa.desired(t, d, s.min_replicas))
                 ahead = lane.hw.forecast_next()
                 if ahead is not None:
@@ -410,7 +439,7 @@ def simulate_demand(
         runs["objective"] = measure(objective)
     frontier: dict[str, tuple[FrontierPoint, ...]] = {}
     if sweep is not None:
-        evaluated = float(demand[eval_start:].sum())
+        evaluated = float(np.nansum(demand[eval_start:]))
         for lane in lanes:
             if lane is objective:
                 continue
@@ -461,8 +490,11 @@ def _make_lanes(
         out: IntArray = np.clip(floor, s.min_replicas, s.max_replicas).astype(np.int64)
         return out
 
-    # Oracle: max true demand over t .. t + warm-up + 1, as a running window maximum.
-    need = np.ceil(_window_max(demand, warmup + 2) / s.target - 1e-9).astype(np.int64)
+    # Oracle: max true demand over t .. t + warm-up + 1, as a running window maximum (of the
+    # known steps: a window of missing steps alone needs nothing).
+    peak = _window_max(np.where(np.isfinite(demand), demand, -np.inf), warmup + 2)
+    peak = np.where(np.isfinite(peak), peak, 0.0)
+    need = np.ceil(peak / s.target - 1e-9).astype(np.int64)
     lanes = [
         lane(HPA_TARGET, s.target),
         lane("predictive", s.quantile, quantile=s.quantile),
@@ -503,6 +535,18 @@ def _forecast_uppers(
     return {q: forecast.peak(q) for q in quantiles}
 
 
+def _staleness(t: int, newest: int, step_seconds: float, stale_after_seconds: float) -> str | None:
+    """Why the data is unusable at step ``t`` when its newest sample is at ``newest`` (-1:
+    none yet), as the live loop says it; None when fresh. Step ``t``'s own sample is fresh:
+    the simulator forecasts from the step it has just seen."""
+    if newest < 0:
+        return "no data: no sample in the history"
+    age = (t - newest) * step_seconds
+    if age > stale_after_seconds:
+        return f"stale: newest sample is {age:.0f}s old"
+    return None
+
+
 def _decide(
     lane: _Lane,
     uppers: dict[float, float | None],
@@ -510,10 +554,13 @@ def _decide(
     settings: SimulationSettings,
     policy: DecisionPolicy,
     now: datetime,
+    problem: str | None = None,
 ) -> None:
     assert lane.quantile is not None
     upper = uppers[lane.quantile]
-    if upper is None:
+    if problem is not None:
+        signal = SignalForecast("kv_cache", None, settings.target, problem)
+    elif upper is None:
         signal = SignalForecast("kv_cache", None, settings.target, "no model fitted")
     elif not math.isfinite(upper):
         signal = SignalForecast("kv_cache", None, settings.target, "non-finite forecast")
@@ -552,6 +599,9 @@ def _measure(
     step_seconds: float,
 ) -> PolicyRun:
     d, r, tot = demand[start:], ready[start:], total[start:]
+    # Missing steps are not scored (their demand is unknown); their pods are paid for.
+    known = np.isfinite(d)
+    d, r = d[known], r[known]
     short = d > r
     served_gap = np.maximum(d - r, 0.0)
     changes = np.diff(total[start - 1 :] if start > 0 else tot) != 0

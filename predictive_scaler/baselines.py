@@ -97,8 +97,11 @@ def compute_schedule_floor(
     hour_of = (np.arange(n) * step_seconds // HOUR_SECONDS).astype(np.int64)
     hours = int(hour_of[-1]) + 1
     starts = np.flatnonzero(np.r_[True, np.diff(hour_of) != 0])
+    # An hour's peak over its known steps; an hour with none (a collection gap) is unknown.
+    values_ = np.asarray(demand, dtype=np.float64)
+    known_peak = np.maximum.reduceat(np.where(np.isfinite(values_), values_, -np.inf), starts)
     peak = np.full(hours, np.nan)
-    peak[hour_of[starts]] = np.maximum.reduceat(np.asarray(demand, dtype=np.float64), starts)
+    peak[hour_of[starts]] = np.where(np.isfinite(known_peak), known_peak, np.nan)
     last_step = np.full(hours, np.iinfo(np.int64).max, dtype=np.int64)
     last_step[hour_of[starts]] = np.r_[starts[1:] - 1, n - 1]
 

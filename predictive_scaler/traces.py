@@ -1,10 +1,18 @@
-"""Reading demand traces from CSV: ``timestamp,value`` with seconds or ISO-8601 times."""
+"""Reading demand traces from CSV: ``timestamp,value`` with seconds or ISO-8601 times.
+
+A step with no row, or an empty value, is missing (NaN). A zero-filled file cannot say which
+of its zeros are collection gaps rather than idle periods; its documentation can, and
+:func:`load_documented_trace` masks what a ``SOURCES.md`` beside the file calls collection
+gaps (:func:`documented_gaps`), so a gap reaches the simulator as missing data, as a gap in
+Prometheus does, not as zero demand.
+"""
 
 from __future__ import annotations
 
 import csv
 import gzip
 import io
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -12,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from models.series import regularize
+from models.series import mask_ranges, regularize
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -33,6 +41,80 @@ class Trace:
     @property
     def span_seconds(self) -> float:
         return len(self.values) * self.step_seconds
+
+
+@dataclass(frozen=True)
+class TraceGaps:
+    """Which steps of a zero-filled trace are collection gaps (missing, not zero demand)."""
+
+    ranges: tuple[tuple[float, float], ...] = ()
+    """``[start, end)`` in the file's own time (its ``timestamp`` column's seconds)."""
+    zeros: bool = False
+    """Every exact zero is a gap (the documentation says the file's zeros are)."""
+
+
+_GAP_WORDS = re.compile(r"collection gaps?", re.IGNORECASE)
+_RANGES = re.compile(r"\[start, end\)\s+in\s+seconds:\s*(.+?)(?:\.\s|\.$)", re.DOTALL)
+_PAIR = re.compile(r"(\d+(?:\.\d+)?)\s*[\u2013-]\s*(\d+(?:\.\d+)?)")
+
+
+def documented_gaps(doc: str, file_name: str) -> TraceGaps:
+    """The collection gaps that ``doc`` (a trace directory's ``SOURCES.md``) states for
+    ``file_name``: in the file's own section (the heading or top-level bullet that opens with
+    its name, up to the next heading or the next file's bullet), a statement that some of
+    its values are "collection gaps" with the gaps listed "as [start, end) in seconds: a-b,
+    c-d" gives those ranges; without a list, every exact zero. Nothing else is a gap: zeros
+    the documentation does not call gaps (or calls an outage) are demand."""
+    section = _section(doc, file_name)
+    if section is None or not _GAP_WORDS.search(section):
+        return TraceGaps()
+    listed = _RANGES.search(section)
+    if listed is None:
+        return TraceGaps(zeros=True)
+    pairs = tuple((float(a), float(b)) for a, b in _PAIR.findall(listed.group(1)))
+    return TraceGaps(ranges=pairs) if pairs else TraceGaps(zeros=True)
+
+
+def _section(doc: str, file_name: str) -> str | None:
+    lines = doc.splitlines()
+    opener = re.compile(r"^(#+\s+|-\s+)`?" + re.escape(file_name) + r"\b")
+    starts = [i for i, line in enumerate(lines) if opener.match(line)]
+    if not starts:
+        return None
+    first = starts[0]
+    heading = lines[first].startswith("#")
+    end = len(lines)
+    for i in range(first + 1, len(lines)):
+        line = lines[i]
+        # A heading section ends at the next heading; a bullet one also at the next
+        # top-level bullet (another file's).
+        if line.startswith("#") or (not heading and line.startswith("- ")):
+            end = i
+            break
+    return "\n".join(lines[first:end])
+
+
+def mask_gaps(trace: Trace, gaps: TraceGaps) -> Trace:
+    """``trace`` with ``gaps`` set to NaN (missing)."""
+    values = trace.values
+    if gaps.ranges:
+        values = mask_ranges(trace.start_seconds, trace.step_seconds, values, gaps.ranges)
+    if gaps.zeros:
+        values = np.where(values == 0, np.nan, values)
+    return Trace(trace.name, trace.start_seconds, trace.step_seconds, values)
+
+
+def load_documented_trace(path: str | Path, column: str = "value") -> Trace:
+    """:func:`load_trace`, with the collection gaps a ``SOURCES.md`` in the same directory
+    documents for this file masked as missing (none without one)."""
+    path = Path(path)
+    trace = load_trace(path, column)
+    doc = path.parent / "SOURCES.md"
+    try:
+        text = doc.read_text(encoding="utf-8")
+    except OSError:
+        return trace
+    return mask_gaps(trace, documented_gaps(text, path.name))
 
 
 def load_trace(path: str | Path, column: str = "value") -> Trace:

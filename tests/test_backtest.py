@@ -262,3 +262,51 @@ def test_the_history_floor_holds_pods_through_a_lull() -> None:
     assert plain.underprovisioned_minutes > 0
     assert floored.underprovisioned_minutes == 0.0
     assert list(floored.min_replicas[32:62]) == [5, 9] + [12] * 28
+
+
+# -- collection gaps: missing demand (NaN) is held by every lane, never read as idleness ------
+
+GAP = float("nan")
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    demand=st.lists(st.one_of(st.floats(0, 9), st.just(GAP)), min_size=N, max_size=N),
+    tail=st.lists(st.one_of(st.floats(0, 9), st.just(GAP)), min_size=N, max_size=N),
+    cut=st.integers(17, N - 2),
+)
+def test_predictive_never_acts_on_demand_it_has_not_seen_with_gaps(
+    demand: list[float], tail: list[float], cut: int
+) -> None:
+    # The causality property with missing steps anywhere (before, at and after `cut`): the
+    # staleness hold and the missing-data path read nothing after t either.
+    changed = demand[: cut + 1] + tail[cut + 1 :]
+    a = simulate_demand(np.array(demand), 60.0, LOOP).runs["predictive"]
+    b = simulate_demand(np.array(changed), 60.0, LOOP).runs["predictive"]
+    np.testing.assert_array_equal(a.min_replicas[: cut + 1], b.min_replicas[: cut + 1])
+    np.testing.assert_array_equal(a.total[: cut + 2], b.total[: cut + 2])
+
+
+def test_a_collection_gap_is_held_by_every_lane_not_read_as_no_demand() -> None:
+    # 6 pods' worth for 30 steps, 30 missing steps, then 6 again. A real HPA with no metric
+    # keeps its replicas, and the controller with stale data holds minReplicas
+    # (missingDataHold 30 min, then decays): so no lane lowers in the gap and none is short
+    # when the samples come back. The missing steps are not scored (nobody knows them), but
+    # the pods that run through them are paid for.
+    d = np.array([6.0] * 30 + [GAP] * 30 + [6.0] * 10)
+    result = simulate_demand(d, 60.0, LOOP, sweep=SweepSettings())
+    for name in ("reactive", "predictive", "oracle"):
+        run = result.runs[name]
+        assert run.underprovisioned_minutes == 0.0, name
+        assert len(set(run.total[29:61])) == 1, (name, list(run.total[25:65]))
+    # Its first fit (step 32, the newest sample 3 minutes old: not yet stale) asks for
+    # ceil(6 / 0.5) = 12; from step 35 the newest sample is over 5 minutes old and it holds.
+    predictive = result.runs["predictive"]
+    assert list(predictive.min_replicas[32:60]) == [12] * 28
+    # The window is steps 35..69: only the 10 observed ones are scored, and every lane pays
+    # for the pods of all 35.
+    assert result.runs["reactive"].gpu_hours == pytest.approx(35 * 12 / 60)
+    for name in BASELINES:
+        for point in result.frontier[name]:
+            assert np.isfinite(point.underprovisioned_minutes), (name, point)
+            assert np.isfinite(point.unserved_pod_minutes), (name, point)
