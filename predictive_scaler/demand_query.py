@@ -42,6 +42,8 @@ class DemandRead:
     """Why the points are only a lower bound, or why they were kept out."""
     newest_sample: float | None = None
     """Unix seconds of the newest sample seen, when the query's shape can tell."""
+    others_seen: bool = False
+    """Every one of the kind's other queries answered with a finite sample."""
 
 
 async def fetch_signal_demand(
@@ -51,6 +53,8 @@ async def fetch_signal_demand(
     end: float,
     step: float,
     log: Logger,
+    *,
+    others_seen: bool | None = None,
 ) -> DemandRead:
     """Demand of ``signal`` at ``start, start + step, ... <= end``.
 
@@ -61,6 +65,14 @@ async def fetch_signal_demand(
     data. A failed freshness query, or any of the kind's other queries (queue, running),
     keeps every point out (no values, the reason in ``partial``): they would be uncorrected,
     and a forecaster's history is not rewritten once it has taken them.
+
+    A step that lacks an answer of the other queries takes the kind's partial demand (a
+    lower bound, ``partial``: it may raise, never lower) when ``others_seen`` is None (the
+    backtest) or when they have never answered for this signal (a target that does not
+    export them). Once they have (``others_seen``, or in this answer), such a step is a gap
+    in them, and the points are kept out as for a failed query: the lower bound at some
+    steps and the demand at others make jumps that widen the forecast's band, so it could
+    raise above what the complete data would give.
     """
     first, *others = kind_of(signal).queries(signal)
     usage = await read(first.template, start, end, step)
@@ -99,14 +111,18 @@ async def fetch_signal_demand(
         else:
             parts[other.role] = np.asarray(answer.values, dtype=np.float64)
     demand, partial = kind_of(signal).compute(used, parts)
+    answered = bool(parts) and all(bool(np.isfinite(v).any()) for v in parts.values())
+    if partial is not None and others_seen is not None and (others_seen or answered):
+        log.warning("queue_metrics_gaps", signal=signal.name, partial=partial)
+        return DemandRead(None, None, f"gaps in the other queries: {partial}", newest_sample, True)
     if usage.status is RangeStatus.PARTIAL:
         log.debug("metrics_partial", signal=signal.name, detail=usage.message)
         if not np.isfinite(demand).any():
             # Every step is NaN/Inf or has no sample: as unusable as no answer (hold, never
             # lower on it). The values still advance over them: Prometheus has them.
             problem = f"no data: no finite sample in the new points ({usage.message})"
-            return DemandRead(problem, demand, None, newest_sample)
-    return DemandRead(None, demand, partial, newest_sample)
+            return DemandRead(problem, demand, None, newest_sample, answered)
+    return DemandRead(None, demand, partial, newest_sample, answered)
 
 
 async def _newest_sample(

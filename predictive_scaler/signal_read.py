@@ -92,6 +92,10 @@ class SignalState(SignalBuffer):
         """Stable id of the target's signal (refit staggering)."""
         self.fitter = fitter
         """When and where its model is fitted (:mod:`~predictive_scaler.signal_fitter`)."""
+        self.others_seen = False
+        """The kind's other queries (queue, running) have answered: a gap in them is then
+        missing data, not a target without them (:func:`~predictive_scaler.demand_query.
+        fetch_signal_demand`)."""
 
     @property
     def fit_problem(self) -> str | None:
@@ -480,7 +484,10 @@ class SignalReader:
             state.reset()  # gap longer than the history
         if start > end:
             return None, None, None, None
-        read = await fetch_signal_demand(state.signal, self._range, start, end, step, self.log)
+        read = await fetch_signal_demand(
+            state.signal, self._range, start, end, step, self.log, others_seen=state.others_seen
+        )
+        state.others_seen = state.others_seen or read.others_seen
         if read.newest_sample is not None:
             state.newest_sample = max(read.newest_sample, state.newest_sample or read.newest_sample)
         if read.values is None:

@@ -28,6 +28,7 @@ from predictive_scaler.config import Target, parse_config
 from predictive_scaler.kube import KubeClient
 from predictive_scaler.prometheus import PrometheusSettings, PrometheusSource, RangeResult
 from predictive_scaler.reconcile import TargetReconciler
+from tests.chaos import PrometheusFaultProxy
 from tests.kube_double import KubeDouble, make_hpa
 from tests.prom_fixtures import PrometheusFactory
 from tests.prom_harness import PrometheusServer, Series, free_port
@@ -43,6 +44,12 @@ def _series() -> list[Series]:
     ts = np.arange(DATA_END - 2 * 86400, DATA_END + 1, STEP)
     high = ts <= DROP
     found: list[Series] = []
+    for namespace in ("gappy", "whole"):  # saturated throughout: 4.2 pods' worth
+        for pod in ("nim-0", "nim-1"):
+            labels = {"namespace": namespace, "pod": pod}
+            found.append(("gpu_cache_usage_perc", labels, ts, np.full(ts.size, 0.7)))
+            found.append(("num_requests_waiting", labels, ts, np.full(ts.size, 20.0)))
+            found.append(("num_requests_running", labels, ts, np.full(ts.size, 10.0)))
     for namespace in ("drops", "control"):
         for pod in ("nim-0", "nim-1"):
             labels = {"namespace": namespace, "pod": pod}
@@ -87,7 +94,7 @@ class _FailingQueue:
         return await used.fetch_range(query, start, end, step_seconds)
 
 
-def _target(namespace: str) -> Target:
+def _target(namespace: str, scale_up_step: int = 2) -> Target:
     text = f"""
 defaults:
   interval: 5m
@@ -98,7 +105,7 @@ defaults:
   model: persistence
   seasons: []
   staleAfter: 30m
-  scaleUpStep: 2
+  scaleUpStep: {scale_up_step}
   scaleDownDelay: 30m
 targets:
   - hpa: {{namespace: {namespace}, name: nim}}
@@ -140,4 +147,34 @@ async def test_a_failed_queue_query_never_raises_above_the_complete_data(
     assert complete == 3, "the complete data holds (lowering waits for the delay)"
     assert failed is not None and failed <= complete, (
         f"a failed queue query raised to {failed}; the complete data gives {complete}"
+    )
+
+
+async def test_a_queue_series_with_gaps_never_raises_above_the_complete_data(
+    kube_server: KubeDouble, kube_api: client.ApiClient, prometheus: PrometheusServer
+) -> None:
+    # The chaos soak's round 466 (t73): the queue query answered with every other sample
+    # gone, so every other step took the usage alone (a lower bound: 1.4 instead of 4.2).
+    # Those points entered the history as if they were the demand; the jumps between them
+    # widened the forecast's band, and its upper bound went above the complete data's.
+    kube = KubeClient(kube_api, reporting_instance="test")
+    clock = FakeClock(datetime.fromtimestamp(DATA_END + 60, UTC))
+    async with PrometheusFaultProxy(upstream=prometheus.url) as proxy:
+        proxy.set_query_fault("partial", "gappy", "num_requests_waiting")
+        source = PrometheusSource(PrometheusSettings(url=proxy.url, timeout_seconds=5.0))
+        try:
+            recommended = {}
+            for namespace in ("gappy", "whole"):
+                kube_server.put_object(make_hpa(namespace, "nim", 1, 20))
+                target = _target(namespace, scale_up_step=20)
+                reconciler = TargetReconciler(target, source, kube, clock=clock)
+                report = await asyncio.wait_for(reconciler.reconcile(), 30)
+                recommended[namespace] = report.recommended
+        finally:
+            source.close()
+    assert proxy.stats.faults.get("partial", 0) > 0
+    complete, gappy = recommended["whole"], recommended["gappy"]
+    assert complete == 6, "the complete data: 4.2 pods' worth at 0.7 a pod"
+    assert gappy is not None and gappy <= complete, (
+        f"a queue series with gaps raised to {gappy}; the complete data gives {complete}"
     )
