@@ -678,11 +678,20 @@ class Soak:
                 )
                 self.report.faults[which] += 1
 
+    def _usage_fault(self, t: _TargetState) -> tuple[str, str | None]:
+        """Where the fault of the target's usage query comes from and its kind, as the proxy
+        picks it: the usage query's own fault, else the namespace's, else the outage's (a
+        narrower fault replaces a wider one: a usage query with gaps during the namespace's
+        ``empty`` still answers)."""
+        if t.query_fault == "usage_query_failed":
+            return "query", t.query_fault_kind
+        if t.prom_fault is not None:
+            return "prom", t.prom_fault
+        return "outage", self.outage
+
     def _bad_fault(self, t: _TargetState) -> bool:
         """Whether the harness's faults leave the target no usable new data."""
-        if self.outage in BAD_DATA_FAULTS or t.prom_fault in BAD_DATA_FAULTS:
-            return True
-        return t.query_fault == "usage_query_failed" and t.query_fault_kind in BAD_DATA_FAULTS
+        return self._usage_fault(t)[1] in BAD_DATA_FAULTS
 
     def _faulted(self, t: _TargetState) -> bool:
         """Whether any of the target's queries fails or answers partly this round."""
@@ -875,9 +884,10 @@ class Soak:
             return False
         t = self.rng.choice(holding)
         rounds = math.ceil(self.s.hold_seconds / self.s.interval_seconds) + 2
-        if t.prom_fault in BAD_DATA_FAULTS:
+        source, _ = self._usage_fault(t)
+        if source == "prom":
             t.prom_fault_rounds = max(t.prom_fault_rounds, rounds)
-        elif t.query_fault is not None and self._bad_fault(t) and self.outage is None:
+        elif source == "query":
             t.query_fault_rounds = max(t.query_fault_rounds, rounds)
         else:
             self.outage_rounds = max(self.outage_rounds, rounds)
