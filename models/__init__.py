@@ -7,7 +7,14 @@ quantiles. This package never imports ``predictive_scaler``.
 
 from models.base import Forecast, Forecaster
 from models.errors import InsufficientHistory, InvalidSeries
-from models.registry import MODEL_NAMES, SEASONAL_MODEL_NAMES, FitResult, fit_model, make_model
+from models.registry import (
+    MODEL_NAMES,
+    SEASONAL_MODEL_NAMES,
+    FitResult,
+    fit_model,
+    fits_in_cycle,
+    make_model,
+)
 
 __all__ = [
     "MODEL_NAMES",
@@ -18,5 +25,6 @@ __all__ = [
     "InsufficientHistory",
     "InvalidSeries",
     "fit_model",
+    "fits_in_cycle",
     "make_model",
 ]

@@ -112,6 +112,10 @@ class Model(ABC):
     needs_season: ClassVar[bool] = False
     """The model is seasonal by construction: without a season it has nothing to repeat, so
     a configuration that names it with no season is refused."""
+    fits_in_cycle: ClassVar[bool] = False
+    """Its fit is as quick as the live loop's stand-in (no parameters to search, or one
+    closed-form pass), so the loop awaits it within the cycle instead of deciding on a
+    stand-in while it runs beside the cycles."""
 
     def __init__(
         self,

@@ -15,6 +15,7 @@ class Persistence(Model):
 
     name: ClassVar[str] = "persistence"
     cost: ClassVar[int] = 0
+    fits_in_cycle: ClassVar[bool] = True
 
     def _min_points(self, step_seconds: float) -> int:
         return 1
@@ -34,6 +35,7 @@ class SeasonalNaive(Model):
 
     name: ClassVar[str] = "seasonal_naive"
     cost: ClassVar[int] = 0
+    fits_in_cycle: ClassVar[bool] = True
     needs_season: ClassVar[bool] = True
 
     def _period(self, step_seconds: float) -> int | None:

@@ -15,6 +15,7 @@ class LinearTrend(Model):
 
     name: ClassVar[str] = "linear"
     cost: ClassVar[int] = 2
+    fits_in_cycle: ClassVar[bool] = True
 
     def __init__(
         self,

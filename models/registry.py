@@ -35,6 +35,14 @@ SEASONAL_MODEL_NAMES: tuple[str, ...] = tuple(
 )
 """The models that cannot work without a season (``Model.needs_season``)."""
 
+
+def fits_in_cycle(name: str) -> bool:
+    """The model ``name`` declares its fit as quick as a cycle's reads
+    (``Model.fits_in_cycle``); ``auto`` fits every candidate, so it never is."""
+    cls = SINGLE_MODELS.get(name)
+    return cls is not None and cls.fits_in_cycle
+
+
 # Where each model goes when it cannot fit: one step simpler, ending at persistence.
 FALLBACK: dict[str, str] = {
     Auto.name: HoltWinters.name,

@@ -21,6 +21,7 @@ class SimpleExponentialSmoothing(Model):
 
     name: ClassVar[str] = "ses"
     cost: ClassVar[int] = 1
+    fits_in_cycle: ClassVar[bool] = True
 
     def _min_points(self, step_seconds: float) -> int:
         return 10

@@ -30,7 +30,7 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-from models import FitResult, InsufficientHistory, InvalidSeries
+from models import FitResult, InsufficientHistory, InvalidSeries, fits_in_cycle
 from predictive_scaler.backtest import SimulationSettings
 from predictive_scaler.forecasting import TargetForecaster, refit_offset
 from predictive_scaler.logs import Logger
@@ -44,8 +44,6 @@ FloatArray = npt.NDArray[np.float64]
 CHEAP_FIRST_MODEL: Final = "seasonal_naive"
 """What decides until the configured model's first fit lands: no parameters to estimate,
 calibrated quantiles like every model, and a fallback to ``persistence`` under a season."""
-_CHEAP: Final = frozenset({"persistence", "seasonal_naive", "ses", "linear"})
-"""Models as cheap to fit as the stand-in: fitted within the cycle, first fit and refits."""
 
 
 @dataclass(eq=False)
@@ -121,7 +119,7 @@ class SignalFitter:
             return None
         history = window()
         age = 0 if self._fully_fitted else refit_offset(self.key, forecaster.settings.refit_points)
-        if not self.progressive or forecaster.settings.model in _CHEAP:
+        if not self.progressive or fits_in_cycle(forecaster.settings.model):
             return await self._fit_now(history, new, age)  # as quick as a stand-in's
         if forecaster.model is None:
             problem = await self._fit_now(history, new, age, model=CHEAP_FIRST_MODEL)
