@@ -145,11 +145,9 @@ class HpaSnapshot:
     min_replicas: int
     max_replicas: int
     current_replicas: int
-    desired_replicas: int
     annotations: Mapping[str, str] = field(default_factory=dict)
     metrics: Sequence[Mapping[str, Any]] = ()
     uid: str | None = None
-    generation: int | None = None
     scale_target_ref: Mapping[str, str] = field(default_factory=dict)
     labels: Mapping[str, str] = field(default_factory=dict)
     owner_references: Sequence[Mapping[str, Any]] = ()
@@ -205,11 +203,9 @@ class HpaSnapshot:
             min_replicas=int(spec.get("minReplicas") or 1),
             max_replicas=int(spec.get("maxReplicas") or 0),
             current_replicas=int(status.get("currentReplicas") or 0),
-            desired_replicas=int(status.get("desiredReplicas") or 0),
             annotations={str(k): str(v) for k, v in (meta.get("annotations") or {}).items()},
             metrics=tuple(spec.get("metrics") or ()),
             uid=meta.get("uid"),
-            generation=meta.get("generation"),
             scale_target_ref={
                 str(k): str(v) for k, v in (spec.get("scaleTargetRef") or {}).items()
             },

@@ -340,7 +340,6 @@ class _InvalidHpa:
             8,
             5,
             5,
-            5,
             {ANNOTATION_BASE_MIN_REPLICAS: "1", ANNOTATION_APPLIED_MIN_REPLICAS: "8"},
         )
         self.patched: list[tuple[int, dict[str, str | None]]] = []

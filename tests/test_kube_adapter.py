@@ -98,7 +98,7 @@ async def test_read_hpa_parses_replicas_targets_and_annotations(
     assert snapshot.resource_version == stored["metadata"]["resourceVersion"]
     assert snapshot.uid == stored["metadata"]["uid"]
     assert (snapshot.min_replicas, snapshot.max_replicas) == (2, 12)
-    assert (snapshot.current_replicas, snapshot.desired_replicas) == (3, 4)
+    assert snapshot.current_replicas == 3
     assert snapshot.annotations == {ANNOTATION_BASE_MIN_REPLICAS: "2", "other": "x"}
     assert snapshot.base_min_replicas == 2
     assert snapshot.target_average_value_for("gpu_cache_usage_perc") == pytest.approx(0.7)
@@ -112,11 +112,7 @@ async def test_read_hpa_defaults_when_fields_are_absent(
 ) -> None:
     kube_server.put_object(make_hpa(NS, "llm", None, 5))
     snapshot = await kube.read_hpa(NS, "llm")
-    assert (snapshot.min_replicas, snapshot.current_replicas, snapshot.desired_replicas) == (
-        1,
-        0,
-        0,
-    )
+    assert (snapshot.min_replicas, snapshot.current_replicas) == (1, 0)
     assert snapshot.annotations == {} and snapshot.base_min_replicas is None
 
 

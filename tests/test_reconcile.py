@@ -226,7 +226,7 @@ def test_determine_base(
 ) -> None:
     from predictive_scaler.kube import HpaSnapshot
 
-    snapshot = HpaSnapshot("ns", "h", "1", spec_min, 10, 1, 1, annotations)
+    snapshot = HpaSnapshot("ns", "h", "1", spec_min, 10, 1, annotations)
     assert determine_base(snapshot) == expected
 
 

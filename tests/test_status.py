@@ -155,14 +155,14 @@ async def test_a_forbidden_list_is_one_line_and_exit_1(
 def test_unparsable_annotations_are_shown_as_absent() -> None:
     now = datetime(2025, 1, 1, tzinfo=UTC)
     snapshot = HpaSnapshot(
-        "ns", "h", "1", 2, 5, 2, 2,
+        "ns", "h", "1", 2, 5, 2,
         {ANNOTATION_BASE_MIN_REPLICAS: "x", ANNOTATION_LAST_FORECAST: "{not json",
          ANNOTATION_UPDATED_AT: "yesterday", ANNOTATION_REASON: "BaseRestored"},
     )  # fmt: skip
     [row] = compute_rows([snapshot], now)
     assert (row.base, row.recommended, row.age_seconds, row.forecast_upper) == (None,) * 4
     assert (row.reason, row.data, row.edited) == ("BaseRestored", "no forecast", False)
-    assert compute_rows([HpaSnapshot("ns", "plain", "1", 1, 5, 1, 1)], now) == []
+    assert compute_rows([HpaSnapshot("ns", "plain", "1", 1, 5, 1)], now) == []
     assert format_table([]) == "no HPA carries predictive-scaler annotations\n"
 
 
