@@ -18,7 +18,7 @@ from predictive_scaler.pod_overlap import Requirement
 
 __all__ = [
     "batch_shape",
-    "batchable_metric",
+    "batchable_metrics",
     "escape_promql_string",
     "escape_re2_literal",
     "fresh_samples_template",
@@ -170,86 +170,134 @@ def render_query(
 
 # ---------------------------------------------------------------------------- batched shapes
 
-_BATCHABLE: Final = re.compile(
-    r"^\s*sum\s*\(\s*([a-zA-Z_:][a-zA-Z0-9_:]*)\s*\{\s*\$\{matchers\}\s*\}\s*\)\s*$"
-)
-
-
-def batchable_metric(template: str) -> str | None:
-    """The metric name when `template` is exactly `sum(METRIC{${matchers}})` (the shape of
-    the presets), else None: only such queries are answered for many targets at once."""
-    match = _BATCHABLE.match(template)
-    return match.group(1) if match else None
-
-
-_SHAPES: Final = {
-    "latest": re.compile(
-        r"^\s*max\s*\(\s*timestamp\s*\(\s*([a-zA-Z_:][a-zA-Z0-9_:]*)\s*\{\s*\$\{matchers\}"
-        r"\s*\}\s*\)\s*\)\s*$"
-    ),
-    "count": re.compile(
-        r"^\s*count\s*\(\s*([a-zA-Z_:][a-zA-Z0-9_:]*)\s*\{\s*\$\{matchers\}\s*\}\s*\)\s*$"
-    ),
+_METRIC: Final = r"([a-zA-Z_:][a-zA-Z0-9_:]*)"
+_SELECTOR: Final = _METRIC + r"\s*\{\s*\$\{matchers\}\s*\}"
+_RANGE: Final = r"([1-9][0-9]*ms)"
+_OR: Final = re.compile(r"\s*or\s+")
+_TERMS: Final = {
+    "sum": re.compile(rf"\s*{_SELECTOR}\s*"),
+    "count": re.compile(rf"\s*{_SELECTOR}\s*"),
+    "latest": re.compile(rf"\s*timestamp\s*\(\s*{_SELECTOR}\s*\)\s*"),
+    "fresh": re.compile(rf"\s*count_over_time\s*\(\s*{_SELECTOR}\s*\[\s*{_RANGE}\s*\]\s*\)\s*"),
 }
-_FRESH: Final = re.compile(
-    r"^\s*sum\s*\(\s*count_over_time\s*\(\s*([a-zA-Z_:][a-zA-Z0-9_:]*)\s*\{\s*\$\{matchers\}"
-    r"\s*\}\s*\[\s*([1-9][0-9]*ms)\s*\]\s*\)\s*\)\s*$"
-)
+"""One term of each shape's `or`: the metric (group 1) and, for ``fresh``, the range."""
+_OUTER: Final = {
+    "sum": re.compile(r"\s*sum\s*\((.*)\)\s*", re.DOTALL),
+    "count": re.compile(r"\s*count\s*\((.*)\)\s*", re.DOTALL),
+    "latest": re.compile(r"\s*max\s*\((.*)\)\s*", re.DOTALL),
+    "fresh": re.compile(r"\s*sum\s*\((.*)\)\s*", re.DOTALL),
+}
 _FRESH_KIND: Final = re.compile(r"^fresh\[([1-9][0-9]*ms)\]$")
 
 
+def _or_terms(template: str, shape: str) -> list[re.Match[str]] | None:
+    """The terms of `template` when it is `<outer>(T1 or T2 ...)` of `shape`, each a match
+    of that shape's term; None when it is not. A bare `or` only: `or on(...)` and
+    `or ignoring(...)` change which series it keeps, so they are not this shape."""
+    outer = _OUTER[shape].fullmatch(template)
+    if outer is None:
+        return None
+    inner, term = outer.group(1), _TERMS[shape]
+    terms: list[re.Match[str]] = []
+    position = 0
+    while True:
+        match = term.match(inner, position)
+        if match is None:
+            return None
+        terms.append(match)
+        position = match.end()
+        separator = _OR.match(inner, position)
+        if separator is None:
+            break
+        position = separator.end()
+    return terms if position == len(inner) else None
+
+
+def _names(terms: Sequence[re.Match[str]]) -> tuple[str, ...]:
+    """The terms' metric names, each once, in order (`M or M` is `M`)."""
+    return tuple(dict.fromkeys(match.group(1) for match in terms))
+
+
+def batchable_metrics(template: str) -> tuple[str, ...] | None:
+    """The metric names when `template` is of the presets' shape, a sum over one metric or
+    over an `or` of several with the same selector, `sum(M1{${matchers}} or
+    M2{${matchers}} ...)` (the `vllm` preset reads either of vLLM's KV-cache names); else
+    None. Only such queries are answered for many targets at once, and only they have
+    the derived queries below (sample timestamps, fresh samples, reporting pods).
+
+    PromQL's `or` matches series on their labels without `__name__`, so a pod exporting
+    both names is summed once (the first name's series); every derived query keeps the
+    `or` in the same order, so each sees the same series the sum does."""
+    terms = _or_terms(template, "sum")
+    return None if terms is None else _names(terms)
+
+
+def _selector(metric: str) -> str:
+    return f"{metric}{{${{matchers}}}}"
+
+
 def latest_sample_template(template: str) -> str | None:
-    """For a query of the presets' shape, `sum(METRIC{${matchers}})`, the query of its
-    newest sample's own timestamp: `max(timestamp(METRIC{${matchers}}))`.
+    """For a query of the presets' shape, `sum(M1{${matchers}} or ...)`, the query of its
+    newest sample's own timestamp: `max(timestamp(M1{${matchers}}) or ...)`.
 
     `timestamp()` of a selector gives the time of the sample the lookback picked, not the
-    evaluation time. Ask it at one step only: over a long range Prometheus spends about a
-    second per series on it (7 days at 1 m), so a batch of targets' first fetch would time
-    out. None for other shapes."""
-    metric = batchable_metric(template)
-    return None if metric is None else f"max(timestamp({metric}{{${{matchers}}}}))"
+    evaluation time (of any other expression, an `or` included, it gives the evaluation
+    time: hence one `timestamp()` per name). Ask it at one step only: over a long range
+    Prometheus spends about a second per series on it (7 days at 1 m), so a batch of
+    targets' first fetch would time out. None for other shapes."""
+    metrics = batchable_metrics(template)
+    if metrics is None:
+        return None
+    return f"max({' or '.join(f'timestamp({_selector(m)})' for m in metrics)})"
 
 
 def fresh_samples_template(template: str, step_seconds: float) -> str | None:
-    """For a query of the presets' shape, `sum(METRIC{${matchers}})`, the number of samples
-    the series took in each step's own interval, `(t - step, t]`:
-    `sum(count_over_time(METRIC{${matchers}}[<step - 1 ms>]))`.
+    """For a query of the presets' shape, `sum(M1{${matchers}} or ...)`, the number of
+    samples its series took in each step's own interval, `(t - step, t]`:
+    `sum(count_over_time(M1{${matchers}}[<step - 1 ms>]) or ...)`.
 
     A step where it is 0 or absent only holds what Prometheus' lookback repeats of an older
     sample: a copy, not new data. As cheap as the sum itself over a long range (unlike
     `timestamp()`), so a whole batch's first fetch can afford it. The range is one
     millisecond short of the step because Prometheus 2 includes the range's left end, which
-    is the previous step's own time. None for other shapes (freshness is then judged on the
-    grid)."""
-    metric = batchable_metric(template)
+    is the previous step's own time. `count_over_time` drops the name, so the `or` counts a
+    pod exporting several names once. None for other shapes (freshness is then judged on
+    the grid)."""
+    metrics = batchable_metrics(template)
     window_ms = round(step_seconds * 1000) - 1
-    if metric is None or window_ms < 1:
+    if metrics is None or window_ms < 1:
         return None
-    return f"sum(count_over_time({metric}{{${{matchers}}}}[{window_ms}ms]))"
+    terms = " or ".join(f"count_over_time({_selector(m)}[{window_ms}ms])" for m in metrics)
+    return f"sum({terms})"
 
 
 def reporting_pods_template(template: str) -> str | None:
     """For a query of the presets' shape, the number of series (pods) its sum is over:
-    `count(METRIC{${matchers}})`; None for other shapes."""
-    metric = batchable_metric(template)
-    return None if metric is None else f"count({metric}{{${{matchers}}}})"
+    `count(M1{${matchers}} or ...)` (a pod exporting several names once); None for other
+    shapes."""
+    metrics = batchable_metrics(template)
+    if metrics is None:
+        return None
+    return f"count({' or '.join(_selector(m) for m in metrics)})"
 
 
-def batch_shape(template: str) -> tuple[str, str] | None:
-    """(kind, metric) of a template a batched query can answer: kind ``sum`` for the
-    presets' `sum(METRIC{${matchers}})`, ``latest`` for :func:`latest_sample_template`,
+def batch_shape(template: str) -> tuple[str, tuple[str, ...]] | None:
+    """(kind, metric names) of a template a batched query can answer: kind ``sum`` for the
+    presets' `sum(M1{${matchers}} or ...)`, ``latest`` for :func:`latest_sample_template`,
     ``count`` for :func:`reporting_pods_template`, ``fresh[<range>]`` for
-    :func:`fresh_samples_template`; None for any other shape."""
-    metric = batchable_metric(template)
-    if metric is not None:
-        return "sum", metric
-    fresh = _FRESH.match(template)
-    if fresh:
-        return f"fresh[{fresh.group(2)}]", fresh.group(1)
-    for kind, pattern in _SHAPES.items():
-        match = pattern.match(template)
-        if match:
-            return kind, match.group(1)
+    :func:`fresh_samples_template` (one range in every term); None for any other shape.
+    Targets batch together only when both are equal: the names are the whole tuple."""
+    metrics = batchable_metrics(template)
+    if metrics is not None:
+        return "sum", metrics
+    fresh = _or_terms(template, "fresh")
+    if fresh is not None:
+        ranges = {match.group(2) for match in fresh}
+        return (f"fresh[{ranges.pop()}]", _names(fresh)) if len(ranges) == 1 else None
+    for kind in ("latest", "count"):
+        terms = _or_terms(template, kind)
+        if terms is not None:
+            return kind, _names(terms)
     return None
 
 
@@ -262,17 +310,26 @@ def escape_re2_literal(value: str) -> str:
 
 
 def render_batch_query(
-    metric: str, label_sets: Sequence[Mapping[str, str]], *, kind: str = "sum"
+    metrics: str | Sequence[str],
+    label_sets: Sequence[Mapping[str, str]],
+    *,
+    kind: str = "sum",
 ) -> tuple[str, tuple[str, ...]]:
-    """One query answering `sum(metric{<labels>})` (kind ``latest``: `max(timestamp(...))`,
-    ``count``: `count(...)`, ``fresh[R]``: `sum(count_over_time(...[R]))`, see
-    :func:`batch_shape`) for each of `label_sets` (which share
-    their label names): `sum by (<names>) (metric{name=~"v1|v2",...})` and the label names
-    to split the answer by (`GroupedRanges.get` with the values in this order).
+    """One query answering `sum(M1{<labels>} or M2{<labels>} ...)` (kind ``latest``:
+    `max(timestamp(M1{...}) or ...)`, ``count``: `count(M1{...} or ...)`, ``fresh[R]``:
+    `sum(count_over_time(M1{...}[R]) or ...)`, see :func:`batch_shape`) for each of
+    `label_sets` (which share their label names): `sum by (<names>) (M1{name=~"v1|v2",...}
+    or ...)` and the label names to split the answer by (`GroupedRanges.get` with the values
+    in this order). `metrics` is the names (a str is one name).
 
-    The regex alternatives may match series of combinations no target asked for; those
-    come back as groups nobody reads. Values are RE2-escaped, then PromQL-escaped.
+    The `or` is evaluated on the series' whole label sets before they are grouped, so each
+    target's group holds what its own query would. The regex alternatives may match series
+    of combinations no target asked for; those come back as groups nobody reads. Values are
+    RE2-escaped, then PromQL-escaped.
     """
+    names_of_metrics = (metrics,) if isinstance(metrics, str) else tuple(metrics)
+    if not names_of_metrics:
+        raise ValueError("no metric to batch")
     if not label_sets:
         raise ValueError("no label sets to batch")
     names = tuple(label_sets[0])
@@ -287,18 +344,20 @@ def render_batch_query(
         values = sorted({labels[name] for labels in label_sets})
         pattern = "|".join(escape_re2_literal(v) for v in values)
         matchers.append(f'{name}=~"{escape_promql_string(pattern)}"')
-    selector = f"{metric}{{{','.join(matchers)}}}"
+    selectors = [f"{metric}{{{','.join(matchers)}}}" for metric in names_of_metrics]
     by = ", ".join(names)
     if kind == "latest":  # the newest sample's timestamp per target
-        return f"max by ({by}) (timestamp({selector}))", names
+        terms = " or ".join(f"timestamp({s})" for s in selectors)
+        return f"max by ({by}) ({terms})", names
     fresh = _FRESH_KIND.match(kind)
     if fresh:  # the samples taken in each step's own interval, per target
-        return f"sum by ({by}) (count_over_time({selector}[{fresh.group(1)}]))", names
+        terms = " or ".join(f"count_over_time({s}[{fresh.group(1)}])" for s in selectors)
+        return f"sum by ({by}) ({terms})", names
     if kind == "count":  # the series (pods) per target
-        return f"count by ({by}) ({selector})", names
+        return f"count by ({by}) ({' or '.join(selectors)})", names
     if kind != "sum":
         raise ValueError(f"unknown batch kind {kind!r}")
-    return f"sum by ({by}) ({selector})", names
+    return f"sum by ({by}) ({' or '.join(selectors)})", names
 
 
 # ---------------------------------------------------------------------------- selectors
