@@ -2,8 +2,9 @@
 
 A target's cycle says which of its queries a batched query can answer
 (:meth:`~predictive_scaler.signal_read.SignalReader.plan_fetches`: the presets' shapes
-only); :func:`prefetch_batched` groups those of many targets by shape and window, asks one
-``sum by (<labels>) (...)`` per chunk, and hands each target its part before its cycle runs.
+only, a sum over one metric name or an ``or`` of several); :func:`prefetch_batched` groups
+those of many targets by shape (the names included) and window, asks one ``sum by
+(<labels>) (...)`` per chunk, and hands each target its part before its cycle runs.
 """
 
 from __future__ import annotations
@@ -42,7 +43,9 @@ class FetchPlan:
 
     reconciler: PrefetchTarget
     template: str
-    metric: str
+    metrics: tuple[str, ...]
+    """The metric names its query sums over (``promql.batch_shape``), all of them: the
+    ``vllm`` preset's ``or`` of two names is another query than either name alone."""
     labels: Mapping[str, str]
     start: float
     end: float
@@ -75,8 +78,9 @@ async def prefetch_batched(
     """Answer many targets' range queries with few batched ones, and hand each target its
     part (:meth:`PrefetchTarget.accept_prefetched`); returns the number of queries made.
 
-    Plans are grouped by (metric, label names, start, end, step): targets that share the
-    query shape and the window. Each group becomes ``sum by (<labels>) (metric{l=~"a|b"})``
+    Plans are grouped by (metric names, kind, label names, start, end, step): targets that
+    share the query shape and the window. Each group becomes ``sum by (<labels>)
+    (metric{l=~"a|b"})`` (over an ``or`` of the names when there are several)
     in chunks of at most ``batch_size`` targets and ``max_samples`` samples; the answer for a
     target is the group of its label values, judged exactly as its own query's answer would
     be. A batch the server refused (an HTTP error, an unusable answer) is asked again in
@@ -90,7 +94,7 @@ async def prefetch_batched(
     """
     groups: dict[tuple[object, ...], list[FetchPlan]] = {}
     for plan in plans:
-        key = (plan.metric, plan.kind, tuple(plan.labels), plan.start, plan.end, plan.step)
+        key = (plan.metrics, plan.kind, tuple(plan.labels), plan.start, plan.end, plan.step)
         groups.setdefault(key, []).append(plan)
     chunks = []
     for members in groups.values():
@@ -105,7 +109,7 @@ async def prefetch_batched(
     async def run(chunk: list[FetchPlan]) -> None:
         nonlocal made, splits_left
         first = chunk[0]
-        query, names = render_batch_query(first.metric, [p.labels for p in chunk], kind=first.kind)
+        query, names = render_batch_query(first.metrics, [p.labels for p in chunk], kind=first.kind)
         async with limit:
             answer = await source.fetch_range_grouped(
                 query,

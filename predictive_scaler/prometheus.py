@@ -40,7 +40,7 @@ from urllib3.util.retry import Retry
 # stay importable from here.
 from predictive_scaler.promql import (
     batch_shape,
-    batchable_metric,
+    batchable_metrics,
     escape_promql_string,
     escape_re2_literal,
     fresh_samples_template,
@@ -74,7 +74,7 @@ __all__ = [
     "RangeResult",
     "RangeStatus",
     "batch_shape",
-    "batchable_metric",
+    "batchable_metrics",
     "escape_promql_string",
     "escape_re2_literal",
     "fresh_samples_template",

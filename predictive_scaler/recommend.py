@@ -331,8 +331,8 @@ def format_table(
             if s.freshness == "grid":
                 lines.append(
                     "    freshness judged on the grid: not of the presets' shape "
-                    "sum(METRIC{${matchers}}), so no sample timestamps (staleAfter reads up to "
-                    "5m late, through Prometheus' lookback)"
+                    "sum(M1{${matchers}} [or M2{${matchers}} ...]), so no sample timestamps "
+                    "(staleAfter reads up to 5m late, through Prometheus' lookback)"
                 )
             if s.problem is not None:
                 lines.append(f"    problem: {s.problem}")

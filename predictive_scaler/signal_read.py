@@ -218,12 +218,12 @@ class SignalReader:
                 shape = batch_shape(template) if template is not None else None
                 if template is None or shape is None:
                     continue
-                kind, metric = shape
+                kind, metrics = shape
                 if self._set_matchers:
                     continue  # a set-based pod selector has no batched form
                 labels = self.match_labels
                 plans.append(
-                    FetchPlan(self, template, metric, labels, first, end, state.step, kind=kind)
+                    FetchPlan(self, template, metrics, labels, first, end, state.step, kind=kind)
                 )
         return plans
 

@@ -307,7 +307,8 @@ class SignalReport:
     """With ``policy.objective``: the quantile chosen at the last refit, and why."""
     freshness: Literal["samples", "grid"] = "samples"
     """What staleness is judged on: the samples' own timestamps (a query of the presets'
-    shape, ``sum(METRIC{${matchers}})``), or, for any other query, the query's grid (the
+    shape, ``sum(METRIC{${matchers}})`` or ``sum(M1{${matchers}} or M2{${matchers}} ...)``),
+    or, for any other query, the query's grid (the
     newest step with a value, which Prometheus' lookback fills up to 5 minutes past the last
     sample)."""
 

@@ -73,11 +73,14 @@ def test_the_presets_shape_is_a_sum_over_an_or_of_names(
             " or count_over_time(vllm:kv_cache_usage_perc{${matchers}}[59999ms]))",
             "max(timestamp(vllm:gpu_cache_usage_perc{${matchers}})"
             " or timestamp(vllm:kv_cache_usage_perc{${matchers}}))",
-            "count(vllm:gpu_cache_usage_perc{${matchers}} or vllm:kv_cache_usage_perc{${matchers}})",
+            "count(vllm:gpu_cache_usage_perc{${matchers}}"
+            " or vllm:kv_cache_usage_perc{${matchers}})",
         ),
     ],
 )
-def test_derived_queries_keep_every_name(template: str, fresh: str, latest: str, count: str) -> None:
+def test_derived_queries_keep_every_name(
+    template: str, fresh: str, latest: str, count: str
+) -> None:
     assert fresh_samples_template(template, 60.0) == fresh
     assert latest_sample_template(template) == latest
     assert reporting_pods_template(template) == count

@@ -170,7 +170,8 @@ async def test_requests_in_flight_need_a_pod_per_concurrency_target(
     reconciler = TargetReconciler(one_target("inflight", IN_FLIGHT), source, kube, clock=clock)
     plans = reconciler.plan_fetches(clock())
     # Both declared queries are batched (the running one with its freshness forms too).
-    assert {"vllm:num_requests_running", "vllm:num_requests_waiting"} <= {p.metric for p in plans}
+    batched = {m for p in plans for m in p.metrics}
+    assert {"vllm:num_requests_running", "vllm:num_requests_waiting"} <= batched
     assert await prefetch_batched(plans, source) >= 2
     report = await reconciler.reconcile()
     [signal] = report.signals
