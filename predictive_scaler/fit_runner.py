@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -19,6 +20,7 @@ from predictive_scaler.ports import FitRunner
 
 __all__ = [
     "DEFAULT_FIT_TIMEOUT_SECONDS",
+    "FIT_NICENESS",
     "FitTimeoutError",
     "ProcessFitRunner",
     "ThreadFitRunner",
@@ -29,9 +31,22 @@ DEFAULT_FIT_TIMEOUT_SECONDS: Final = 300.0
 """Budget of one fit, from submission (a fit of 7 days at 1-minute steps takes seconds; the
 budget also covers the wait behind the other fits in flight)."""
 
+FIT_NICENESS: Final = 10
+"""How much lower than the controller's the fit workers' CPU priority is (``nice``): a fit
+is background work, and the event loop (cycles, the liveness heartbeat) must not wait for
+the CPU behind it. Within a container's CPU limit, the controller's own processes share by
+this weight."""
+
 _FitT = TypeVar("_FitT")
 
 log = get_logger()
+
+
+def _lower_priority() -> None:
+    """A fit worker's first act: step back behind the controller for the CPU (raising one's
+    own niceness needs no privilege)."""
+    with contextlib.suppress(OSError):
+        os.nice(FIT_NICENESS)
 
 
 class FitTimeoutError(TimeoutError):
@@ -79,7 +94,11 @@ class ProcessFitRunner:
     def _new_pool(self) -> ProcessPoolExecutor:
         import multiprocessing
 
-        return ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
+        return ProcessPoolExecutor(
+            self.workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_lower_priority,
+        )
 
     async def __call__(self, fit: Callable[[], _FitT]) -> _FitT:
         loop = asyncio.get_running_loop()

@@ -25,6 +25,7 @@ import pytest
 from kubernetes_asyncio import client
 
 from predictive_scaler.config import parse_config
+from predictive_scaler.fit_runner import FIT_NICENESS
 from predictive_scaler.kube import (
     ANNOTATION_APPLIED_MIN_REPLICAS,
     ANNOTATION_BASE_MIN_REPLICAS,
@@ -34,7 +35,7 @@ from predictive_scaler.kube import (
 from predictive_scaler.logs import configure_logging
 from predictive_scaler.publish import HealthState, bound_port, make_app, start_http_server
 from predictive_scaler.runtime import Controller, FitTimeoutError, ProcessFitRunner
-from tests.fit_jobs import answer, die, hang
+from tests.fit_jobs import answer, die, hang, niceness
 from tests.kube_double import KubeDouble, make_hpa
 from tests.prom_fixtures import PrometheusFactory
 from tests.prom_harness import PrometheusServer
@@ -116,6 +117,20 @@ async def test_a_worker_killed_during_a_fit_costs_that_fit_only() -> None:
         assert await runner(answer) == 42  # a new pool, not "not usable anymore"
         assert await runner(answer) == 42
         assert runner.problem() is None
+    finally:
+        runner.close()
+
+
+async def test_fits_run_behind_the_event_loop_for_the_cpu_also_after_a_replacement() -> None:
+    # A 1,000-target cold start keeps both fit workers busy for many minutes; at the same
+    # priority they took the CPU from the cycles and the liveness heartbeat.
+    lowered = min(os.nice(0) + FIT_NICENESS, 19)  # 19 is the lowest priority there is
+    runner = ProcessFitRunner(1)
+    try:
+        assert await runner(niceness) == lowered
+        with pytest.raises(BrokenProcessPool):
+            await runner(die)
+        assert await runner(niceness) == lowered
     finally:
         runner.close()
 
