@@ -329,7 +329,8 @@ async def run_worker(args: argparse.Namespace) -> dict[str, Any]:
             requests0, bytes0 = _prom_counters(args.prom_url)
             cpu0 = cpu_now()
             refits0 = _fit_count(controller)
-            if profiler is not None and index > 0:
+            profiled = profiler is not None and (index > 0) != args.profile_cold
+            if profiler is not None and profiled:
                 profiler.enable()
             started = time.perf_counter()
             began = time.monotonic()
@@ -337,7 +338,7 @@ async def run_worker(args: argparse.Namespace) -> dict[str, Any]:
             reports = await controller.run_due()
             wall = time.perf_counter() - started
             ended = time.monotonic()
-            if profiler is not None and index > 0:
+            if profiler is not None and profiled:
                 profiler.disable()
             cpu = cpu_now() - cpu0
             requests1, bytes1 = _prom_counters(args.prom_url)
@@ -439,6 +440,8 @@ class ModeFigures:
     cold_requests: float
     hpa_gets: float
     cold_hpa_gets: float
+    writes: float
+    """HPA patches plus Events created per steady cycle."""
     hpa_lists: int
     hpa_watches: int
     refits: float
@@ -470,6 +473,7 @@ def summarise(result: dict[str, Any]) -> ModeFigures:
         cold_requests=cold["requests"],
         hpa_gets=float(np.mean([c["hpa_gets"] for c in steady])),
         cold_hpa_gets=cold["hpa_gets"],
+        writes=float(np.mean([c.get("writes", 0) for c in steady])),
         hpa_lists=result["hpa_lists"],
         hpa_watches=result["hpa_watches"],
         refits=float(np.mean([c["refits"] for c in steady])),
@@ -558,6 +562,8 @@ async def run_mode(
         ]
         if args.profile:
             command += ["--profile", str(Path(args.profile) / f"{mode}-{n}.prof")]
+            if args.profile_cold:
+                command.append("--profile-cold")
         proc = await asyncio.create_subprocess_exec(*command, cwd=str(ROOT))
         code = await proc.wait()
         if code != 0:
@@ -580,9 +586,21 @@ def _count_hpa_requests(result: dict[str, Any], records: list[Any]) -> None:
         and not r.attributes.subresource
     ]
     gets = [r.at for r in hpa if r.attributes.verb == "get"]
+    # Writes: HPA patches and the Events that go with a changed minReplicas.
+    writes = [
+        r.at
+        for r in records
+        if r.attributes is not None
+        and r.allowed
+        and (
+            (r.attributes.resource == "horizontalpodautoscalers" and r.attributes.verb == "patch")
+            or (r.attributes.resource == "events" and r.attributes.verb == "create")
+        )
+    ]
     for cycle in result["cycles"]:
         began, ended = cycle.pop("window")
         cycle["hpa_gets"] = sum(1 for at in gets if began <= at <= ended)
+        cycle["writes"] = sum(1 for at in writes if began <= at <= ended)
     result["hpa_lists"] = sum(1 for r in hpa if r.attributes.verb == "list")
     result["hpa_watches"] = sum(1 for r in hpa if r.attributes.verb == "watch")
 
@@ -654,6 +672,7 @@ async def drive(args: argparse.Namespace) -> int:
                 f"({f.controller_rss_mib:.0f} + {f.workers_rss_mib:.0f}) "
                 f"| {f.cold_requests:.0f} | {f.requests:.1f} | {f.bytes / 1024:.1f} "
                 f"| {f.cold_hpa_gets:.0f} | {f.hpa_gets:.1f} | {f.hpa_lists} / {f.hpa_watches} "
+                f"| {f.writes:.1f} ({f.writes / args.advance:.2f}/s) "
                 f"| {f.refits:.1f} | {f.problems} | {f.cold_undecided} "
                 f"| {f.configured_landed_s:.1f} | {f.max_loop_lag:.2f} | {results[mode]['load']} |"
             )
@@ -671,9 +690,9 @@ async def drive(args: argparse.Namespace) -> int:
         "| steady CPU s/cycle | CPU ratio vs baseline | peak RSS MiB (controller + workers) "
         "| cold prom req "
         "| prom req/cycle | prom KiB/cycle | cold HPA GETs | HPA reads per steady cycle "
-        "| HPA lists / watches | refits/cycle | problems | undecided after cold "
-        "| auto landed s | max loop lag s | load 1m/5m |\n"
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+        "| HPA lists / watches | writes per steady cycle (per s of clock) | refits/cycle "
+        "| problems | undecided after cold | auto landed s | max loop lag s | load 1m/5m |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     )
     print(header)
     print("\n".join(rows))
@@ -712,6 +731,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jobs", type=int, default=2, help="parallel promtool runs (2)")
     p.add_argument("--workdir", default="/tmp/predictive-scaler-scale", help="TSDB cache")
     p.add_argument("--profile", help="write cProfile stats of the steady cycles to this dir")
+    p.add_argument(
+        "--profile-cold", action="store_true", help="profile the cold cycle instead (--profile)"
+    )
     p.add_argument("--json", help="write all figures as JSON here")
     # worker-only
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
