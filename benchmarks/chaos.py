@@ -1,7 +1,10 @@
 """The long chaos soak (issues 7 and 10): many targets, many cycles, every fault kind, every
 invariant checked after every round. Exits 1 on any violation or loop crash.
 
-    python benchmarks/chaos.py [--targets 100] [--rounds 1000] [--seed 7]
+    python benchmarks/chaos.py [--targets 100] [--rounds 1100] [--seed 7]
+
+The 1100 rounds default gives about 103,000 completed target-cycles (cycles of removed
+targets and of killed rounds do not count), over the 100,000 issue 10 asks for.
 
 Prints the target-cycles, the faults injected by kind, the invariant violations, the loop
 crashes and the bases restored at the end. The harness is tests/chaos/soak.py (the real
@@ -25,7 +28,7 @@ from tests.chaos.soak import SoakSettings, run_soak
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--targets", type=int, default=100)
-    parser.add_argument("--rounds", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=1100)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--prometheus-fault-rate", type=float, default=0.02)
     parser.add_argument("--query-fault-rate", type=float, default=0.02)
