@@ -13,7 +13,9 @@ like a real API server would be from its own.
 
 Each mode runs the real :class:`~predictive_scaler.controller.Controller` in a worker process
 (so its CPU time and peak RSS are its own) with a time-travelling clock: a cold first cycle
-(every target fetches its whole 7-day history and fits), then ``--cycles`` steady cycles,
+(every target fetches its history and fits; with the progressive start of ``optimised``, its
+newest two days and a stand-in, the rest read beside the cycles), then ``--cycles`` steady
+cycles,
 the clock moving one step (1 minute, so every steady cycle brings one new point per target;
 the controller's interval is 30 s and a cycle without a new point costs less).
 
@@ -372,8 +374,15 @@ async def run_worker(args: argparse.Namespace) -> dict[str, Any]:
                 }
             )
             clock.now += timedelta(seconds=args.advance)
-        # The configured models' fits that run beside the cycles: when the last one landed.
-        await controller.wait_for_fits()
+        # The older history and the configured models' fits run beside the cycles, and each
+        # is taken up at its target's next cycle: cycles go on (unmeasured) until every
+        # target decides on its configured model.
+        for _ in range(20):
+            await controller.wait_for_fits()
+            last = await controller.run_due()
+            clock.now += timedelta(seconds=args.advance)
+            if all(str(r.signals[0].model or "").startswith("auto") for r in last):
+                break
         configured_landed = time.perf_counter() - first_started
     finally:
         lag_watch.cancel()

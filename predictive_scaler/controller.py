@@ -86,6 +86,9 @@ class Controller:
         workers = self.fit_runner.workers if isinstance(self.fit_runner, FitRunner) else 1
         # One worker is left for the cheap first fits of targets still starting.
         self.background_fits = asyncio.Semaphore(max(1, workers - 1))
+        # Older history after a staged first fetch: one read at a time, so the cycles'
+        # own queries are never queued behind many of them at Prometheus.
+        self.background_reads = asyncio.Semaphore(1)
         self.config: Config | None = None
         self.pod_claims = PodClaims()
         """The pods of every target, as far as known, to find targets whose pods overlap."""
@@ -312,6 +315,7 @@ class Controller:
             fit_runner=self.fit_runner,
             progressive=self.progressive_start,
             background_fits=self.background_fits,
+            background_reads=self.background_reads,
             pod_claims=self.pod_claims,
         )
 

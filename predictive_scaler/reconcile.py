@@ -169,6 +169,7 @@ class TargetReconciler(SignalReader):
         logger: Logger | None = None,
         progressive: bool = False,
         background_fits: asyncio.Semaphore | None = None,
+        background_reads: asyncio.Semaphore | None = None,
         pod_claims: PodClaims | None = None,
     ) -> None:
         super().__init__(
@@ -179,6 +180,7 @@ class TargetReconciler(SignalReader):
             fit_runner=fit_runner,
             progressive=progressive,
             background_fits=background_fits,
+            background_reads=background_reads,
             pod_claims=pod_claims,
         )
         self.kube = kube

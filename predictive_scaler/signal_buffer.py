@@ -120,6 +120,27 @@ class SignalBuffer:
             self.size = cap
             self.start += overflow * step
 
+    def prepend(self, start: float, older: FloatArray) -> int:
+        """Put points that end one step before the oldest buffered one in front of the
+        buffer (the older part of a staged first fetch), as many of the newest of them as
+        there is room for; returns how many were taken. Points that do not end exactly
+        there are refused (0): the buffer moved on since they were asked for."""
+        arr = np.asarray(older, dtype=np.float64)
+        if self.start is None or not self.size or not arr.size:
+            return 0
+        if not math.isclose(start + arr.size * self.step, self.start, abs_tol=1e-6):
+            return 0
+        room = self.capacity - self.size
+        taken = arr[arr.size - room :] if arr.size > room else arr
+        if not taken.size:
+            return 0
+        merged = np.concatenate([taken, self.values])
+        self._ring[: merged.size] = merged
+        self._head, self.size = 0, merged.size
+        self.start -= taken.size * self.step
+        self._oldest_finite = None  # the oldest observed point may now be earlier
+        return int(taken.size)
+
     def _at(self, index: int) -> float:
         return float(self._ring[(self._head + index) % self.capacity])
 

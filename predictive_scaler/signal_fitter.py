@@ -85,6 +85,7 @@ class SignalFitter:
         """Why the last fit failed; None after a fit lands."""
         self._running: _Running | None = None
         self._fully_fitted = False
+        self._history_grew = False
         self._objective: tuple[Objective, SimulationSettings] | None = None
         self.choice: HeadroomChoice | None = None
         """The objective's choice at the last fit that made one (None: no objective)."""
@@ -99,10 +100,19 @@ class SignalFitter:
         """A fit is running beside the cycles."""
         return self._running is not None
 
-    async def step(self, window: Callable[[], FloatArray], new: FloatArray) -> str | None:
+    def history_extended(self) -> None:
+        """The history grew at its old end (the rest of a staged first fetch): the model in
+        use was fitted on less, so the next step fits the configured model on all of it."""
+        self._history_grew = True
+
+    async def step(
+        self, window: Callable[[], FloatArray], new: FloatArray, *, complete: bool = True
+    ) -> str | None:
         """Take this cycle's ``new`` points (already in the history ``window()`` returns):
         adopt a fit that landed, start one that is due, or absorb the points; the problem if
-        a fit failed."""
+        a fit failed. While the history is not ``complete`` (its older part is still being
+        read) only a stand-in is fitted, so the configured model is fitted once, on all of
+        it."""
         running = self._running
         if running is not None:
             if not running.task.done():
@@ -112,11 +122,20 @@ class SignalFitter:
             self._running = None
             return self._land(running, new)
         forecaster = self.forecaster
+        if not complete:
+            if forecaster.model is not None:
+                forecaster.observe(new)
+                return None
+            age = refit_offset(self.key, forecaster.settings.refit_points)
+            return await self._fit_now(window(), new, age, model=CHEAP_FIRST_MODEL)
+        grew, self._history_grew = self._history_grew, False
         # A stand-in model leaves the configured one due until its fit lands.
         stand_in = self.progressive and forecaster.model is not None and not self._fully_fitted
-        if not (forecaster.needs_refit() or stand_in):
+        if not (forecaster.needs_refit() or stand_in or grew):
             forecaster.observe(new)
             return None
+        if grew:
+            self._fully_fitted = False  # fitted on part of the history: due on all of it
         history = window()
         age = 0 if self._fully_fitted else refit_offset(self.key, forecaster.settings.refit_points)
         if not self.progressive or fits_in_cycle(forecaster.settings.model):

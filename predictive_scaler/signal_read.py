@@ -23,13 +23,14 @@ from models.series import mask_ranges
 from predictive_scaler.batching import FetchPlan
 from predictive_scaler.config import HPA_METRIC_ALIASES, Policy, Signal, Target
 from predictive_scaler.decision import compute_replicas_for
-from predictive_scaler.demand_query import fetch_signal_demand
+from predictive_scaler.demand_query import DemandRead, fetch_signal_demand
 from predictive_scaler.forecasting import (
     ForecastSettings,
     TargetForecaster,
     WindowForecast,
     steps_for,
 )
+from predictive_scaler.history_backfill import Backfill, first_fetch_start
 from predictive_scaler.logs import Logger
 from predictive_scaler.objective import objective_scenario
 from predictive_scaler.pod_overlap import PodClaims, PodOverlap, PodSelection, equality_selection
@@ -92,6 +93,8 @@ class SignalState(SignalBuffer):
         """Stable id of the target's signal (refit staggering)."""
         self.fitter = fitter
         """When and where its model is fitted (:mod:`~predictive_scaler.signal_fitter`)."""
+        self.backfill: Backfill | None = None
+        """The older history still to read after a staged first fetch (progressive)."""
         self.others_seen = False
         """The kind's other queries (queue, running) have answered: a gap in them is then
         missing data, not a target without them (:func:`~predictive_scaler.demand_query.
@@ -129,6 +132,7 @@ class SignalReader:
         fit_runner: FitCall = _fit_in_thread,
         progressive: bool = False,
         background_fits: asyncio.Semaphore | None = None,
+        background_reads: asyncio.Semaphore | None = None,
         pod_claims: PodClaims | None = None,
     ) -> None:
         self.target = target
@@ -141,6 +145,8 @@ class SignalReader:
         """A cheap model first and fits beside the cycles (:mod:`~.signal_fitter`)."""
         self.background_fits = background_fits or asyncio.Semaphore(1)
         """Fits beside the cycles at once, shared by the controller's targets."""
+        self.background_reads = background_reads or asyncio.Semaphore(1)
+        """Reads of older history beside the cycles at once (:mod:`~.history_backfill`)."""
         self.log = logger
         self.settings: ForecastSettings = forecast_settings(target.policy)
         self._signals = self._fresh_signals()
@@ -203,7 +209,7 @@ class SignalReader:
         of the first."""
         plans: list[FetchPlan] = []
         for state in self._signals.values():
-            start, end = _fetch_window(state, now)
+            start, end = self._window(state, now)
             first_query, *others = kind_of(state.signal).queries(state.signal)
             demand = first_query.template
             windows: list[tuple[str | None, float]] = [(reporting_pods_template(demand), end)]
@@ -254,14 +260,19 @@ class SignalReader:
         return states
 
     def close(self) -> None:
-        """Stop the fits running beside the cycles (the target is gone or replaced)."""
+        """Stop the fits and reads running beside the cycles (the target is gone or
+        replaced)."""
         for state in self._signals.values():
             state.fitter.cancel()
+            if state.backfill is not None:
+                state.backfill.cancel()
 
     async def wait_for_fits(self) -> None:
         """Until the fits running beside the cycles have finished (tests, benchmarks); each
         is adopted at its signal's next cycle."""
         for state in list(self._signals.values()):
+            if state.backfill is not None:
+                await state.backfill.wait()
             await state.fitter.wait()
 
     async def resolve_pods(self, snapshot: HpaSnapshot, now: datetime) -> None:
@@ -381,6 +392,7 @@ class SignalReader:
             state.forecaster.settings.quantile,
             freshness="grid" if on_grid else "samples",
         )
+        self._step_backfill(state, now)
         problem, new_start, new, partial = await self._fetch(state, now)
         if new is None and problem is None and partial is not None:
             # The new points were kept out (a freshness, queue or running query failed): the
@@ -478,10 +490,14 @@ class SignalReader:
         history, so they are fetched again, complete, once the query answers.
         """
         step = state.step
-        start, end = _fetch_window(state, now)
+        whole, _ = _fetch_window(state, now)
+        start, end = self._window(state, now)
         last = state.last
         if last is not None and last + step < start:
             state.reset()  # gap longer than the history
+            if state.backfill is not None:
+                state.backfill.cancel()
+                state.backfill = None
         if start > end:
             return None, None, None, None
         read = await fetch_signal_demand(
@@ -492,7 +508,82 @@ class SignalReader:
             state.newest_sample = max(read.newest_sample, state.newest_sample or read.newest_sample)
         if read.values is None:
             return read.problem, None, None, read.partial
+        if state.last is None and start > whole:
+            state.backfill = Backfill(start)  # the rest is read beside the cycles
         return read.problem, start, read.values, read.partial
+
+    def _window(self, state: SignalState, now: datetime) -> tuple[float, float]:
+        """The next fetch's first and last point: with a progressive start, a first fetch
+        reads only the newest part of the history (:func:`first_fetch_start`)."""
+        start, end = _fetch_window(state, now)
+        if self.progressive and state.last is None:
+            start = first_fetch_start(start, end, state.step, self.policy.min_history_seconds)
+        return start, end
+
+    def _step_backfill(self, state: SignalState, now: datetime) -> None:
+        """Put the older history read beside the cycles in front of the buffer once it has
+        come, or start reading it; a failed read is tried again at the next cycle."""
+        backfill = state.backfill
+        if backfill is None or state.start is None:
+            return
+        outcome = backfill.take()
+        if outcome is not None:
+            self._absorb_backfill(state, backfill, outcome)
+            return
+        if backfill.task is not None:
+            return  # still reading
+        step = state.step
+        oldest = (math.floor(now.timestamp() / step) - (state.capacity - 1)) * step
+        end = state.start - step
+        if oldest > end:
+            state.backfill = None  # the history has moved past what was left to read
+            return
+        backfill.start = oldest
+
+        async def read() -> DemandRead:
+            async with self.background_reads:
+                return await fetch_signal_demand(
+                    state.signal,
+                    self._range,
+                    oldest,
+                    end,
+                    step,
+                    self.log,
+                    others_seen=state.others_seen,
+                )
+
+        name = f"history {self.target.id}/{state.signal.name}"
+        backfill.task = asyncio.get_running_loop().create_task(read(), name=name)
+
+    def _absorb_backfill(
+        self, state: SignalState, backfill: Backfill, outcome: DemandRead | BaseException
+    ) -> None:
+        if isinstance(outcome, BaseException):
+            self.log.warning("history_read_failed", signal=state.signal.name, error=f"{outcome!r}")
+            return  # asked again at the next cycle
+        if outcome.values is None:
+            if outcome.partial is None and (outcome.problem or "").startswith("no data"):
+                state.backfill = None  # nothing older: the history is what the first read had
+                state.fitter.history_extended()
+                return
+            if outcome.partial is not None and outcome.partial.startswith("gaps"):
+                # Older data does not change: asking again would give the same gaps.
+                self.log.warning(
+                    "history_read_incomplete", signal=state.signal.name, partial=outcome.partial
+                )
+                state.backfill = None
+                state.fitter.history_extended()
+                return
+            self.log.warning(
+                "history_read_failed",
+                signal=state.signal.name,
+                error=outcome.problem or outcome.partial,
+            )
+            return
+        taken = state.prepend(backfill.start, self._mask(backfill.start, outcome.values))
+        state.backfill = None
+        state.fitter.history_extended()
+        self.log.info("history_read", signal=state.signal.name, points=taken, total=state.size)
 
     async def _reporting_pods(
         self, state: SignalState, now: datetime
@@ -536,4 +627,8 @@ class SignalReader:
     async def _refit_or_observe(self, state: SignalState, new: FloatArray) -> str | None:
         """Refit when due (off the event loop; beside the cycles when progressive), else
         absorb the new points; the problem if the model could not be fitted."""
-        return await state.fitter.step(lambda: state.window(self.settings.history_points), new)
+        return await state.fitter.step(
+            lambda: state.window(self.settings.history_points),
+            new,
+            complete=state.backfill is None,
+        )
