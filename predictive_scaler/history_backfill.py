@@ -18,12 +18,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
-from predictive_scaler.demand_query import DemandRead
+import numpy as np
+import numpy.typing as npt
 
-__all__ = ["FIRST_FETCH_SECONDS", "Backfill", "first_fetch_start"]
+from predictive_scaler.demand_query import DemandRead
+from predictive_scaler.logs import Logger
+from predictive_scaler.signal_buffer import SignalBuffer
+
+__all__ = ["FIRST_FETCH_SECONDS", "Backfill", "absorb", "first_fetch_start", "next_window"]
+
+FloatArray = npt.NDArray[np.float64]
 
 FIRST_FETCH_SECONDS: Final = 2 * 86_400.0
 """History a staged first fetch reads: the stand-in (``seasonal_naive``) needs a day before
@@ -72,3 +80,42 @@ class Backfill:
         if self.task is not None:
             with contextlib.suppress(BaseException):
                 await asyncio.wait({self.task})
+
+
+def next_window(buffer: SignalBuffer, now_seconds: float) -> tuple[float, float] | None:
+    """First and last point of the older history still to read: from the oldest point the
+    history keeps now to the step before the buffer's first; None when there is none left
+    (the history has moved past it)."""
+    if buffer.start is None:
+        return None
+    step = buffer.step
+    oldest = (math.floor(now_seconds / step) - (buffer.capacity - 1)) * step
+    end = buffer.start - step
+    return None if oldest > end else (oldest, end)
+
+
+def absorb(
+    buffer: SignalBuffer,
+    start: float,
+    outcome: DemandRead | BaseException,
+    mask: Callable[[float, FloatArray], FloatArray],
+    log: Logger,
+    signal: str,
+) -> bool:
+    """Put a finished read of the points from ``start`` in front of ``buffer``; True when the
+    history is now complete, False when the read is to be made again (it failed)."""
+    if isinstance(outcome, BaseException):
+        log.warning("history_read_failed", signal=signal, error=f"{outcome!r}")
+        return False
+    if outcome.values is None:
+        if outcome.partial is None and (outcome.problem or "").startswith("no data"):
+            return True  # nothing older: the history is what the first read had
+        if outcome.partial is not None and outcome.partial.startswith("gaps"):
+            # Older data does not change: asking again would give the same gaps.
+            log.warning("history_read_incomplete", signal=signal, partial=outcome.partial)
+            return True
+        log.warning("history_read_failed", signal=signal, error=outcome.problem or outcome.partial)
+        return False
+    taken = buffer.prepend(start, mask(start, outcome.values))
+    log.info("history_read", signal=signal, points=taken, total=buffer.size)
+    return True

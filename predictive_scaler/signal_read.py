@@ -30,7 +30,7 @@ from predictive_scaler.forecasting import (
     WindowForecast,
     steps_for,
 )
-from predictive_scaler.history_backfill import Backfill, first_fetch_start
+from predictive_scaler.history_backfill import Backfill, absorb, first_fetch_start, next_window
 from predictive_scaler.logs import Logger
 from predictive_scaler.objective import objective_scenario
 from predictive_scaler.pod_overlap import PodClaims, PodOverlap, PodSelection, equality_selection
@@ -522,68 +522,39 @@ class SignalReader:
 
     def _step_backfill(self, state: SignalState, now: datetime) -> None:
         """Put the older history read beside the cycles in front of the buffer once it has
-        come, or start reading it; a failed read is tried again at the next cycle."""
+        come, or start reading it; a failed read is made again at the next cycle."""
         backfill = state.backfill
         if backfill is None or state.start is None:
             return
         outcome = backfill.take()
         if outcome is not None:
-            self._absorb_backfill(state, backfill, outcome)
+            if absorb(state, backfill.start, outcome, self._mask, self.log, state.signal.name):
+                state.backfill = None
+                state.fitter.history_extended()
             return
         if backfill.task is not None:
             return  # still reading
-        step = state.step
-        oldest = (math.floor(now.timestamp() / step) - (state.capacity - 1)) * step
-        end = state.start - step
-        if oldest > end:
-            state.backfill = None  # the history has moved past what was left to read
+        window = next_window(state, now.timestamp())
+        if window is None:
+            state.backfill = None
+            state.fitter.history_extended()
             return
-        backfill.start = oldest
+        backfill.start, end = window
 
         async def read() -> DemandRead:
             async with self.background_reads:
                 return await fetch_signal_demand(
                     state.signal,
                     self._range,
-                    oldest,
+                    window[0],
                     end,
-                    step,
+                    state.step,
                     self.log,
                     others_seen=state.others_seen,
                 )
 
         name = f"history {self.target.id}/{state.signal.name}"
         backfill.task = asyncio.get_running_loop().create_task(read(), name=name)
-
-    def _absorb_backfill(
-        self, state: SignalState, backfill: Backfill, outcome: DemandRead | BaseException
-    ) -> None:
-        if isinstance(outcome, BaseException):
-            self.log.warning("history_read_failed", signal=state.signal.name, error=f"{outcome!r}")
-            return  # asked again at the next cycle
-        if outcome.values is None:
-            if outcome.partial is None and (outcome.problem or "").startswith("no data"):
-                state.backfill = None  # nothing older: the history is what the first read had
-                state.fitter.history_extended()
-                return
-            if outcome.partial is not None and outcome.partial.startswith("gaps"):
-                # Older data does not change: asking again would give the same gaps.
-                self.log.warning(
-                    "history_read_incomplete", signal=state.signal.name, partial=outcome.partial
-                )
-                state.backfill = None
-                state.fitter.history_extended()
-                return
-            self.log.warning(
-                "history_read_failed",
-                signal=state.signal.name,
-                error=outcome.problem or outcome.partial,
-            )
-            return
-        taken = state.prepend(backfill.start, self._mask(backfill.start, outcome.values))
-        state.backfill = None
-        state.fitter.history_extended()
-        self.log.info("history_read", signal=state.signal.name, points=taken, total=state.size)
 
     async def _reporting_pods(
         self, state: SignalState, now: datetime

@@ -20,8 +20,15 @@ import numpy as np
 import pytest
 
 from predictive_scaler.config import parse_config
-from predictive_scaler.history_backfill import FIRST_FETCH_SECONDS, first_fetch_start
+from predictive_scaler.demand_query import DemandRead
+from predictive_scaler.history_backfill import (
+    FIRST_FETCH_SECONDS,
+    absorb,
+    first_fetch_start,
+    next_window,
+)
 from predictive_scaler.kube import KubeClient
+from predictive_scaler.logs import get_logger
 from predictive_scaler.prometheus import PrometheusSettings, PrometheusSource
 from predictive_scaler.reconcile import TargetReconciler
 from predictive_scaler.signal_buffer import SignalBuffer
@@ -111,6 +118,29 @@ def test_prepend_puts_the_older_part_in_front_only_when_it_ends_where_the_buffer
     assert buffer.last == 13.0
     buffer.append(15.0, np.array([5.0]))  # the ring goes on from there
     assert buffer.values.tolist() == [*values, 5.0][-capacity:]
+
+
+@pytest.mark.parametrize(
+    ("outcome", "complete", "values"),
+    [
+        (DemandRead(None, np.array([1.0, 2.0])), True, [1.0, 2.0, 3.0, 4.0]),
+        (DemandRead("no data: empty", None), True, [3.0, 4.0]),  # nothing older
+        (DemandRead(None, None, "gaps in the other queries: ..."), True, [3.0, 4.0]),
+        (DemandRead("prometheus error: 503", None), False, [3.0, 4.0]),  # asked again
+        (DemandRead(None, None, "queue query failed: 503"), False, [3.0, 4.0]),
+        (TimeoutError("no answer"), False, [3.0, 4.0]),
+    ],
+)
+def test_a_finished_read_completes_the_history_or_is_made_again(
+    outcome: DemandRead | BaseException, complete: bool, values: list[float]
+) -> None:
+    buffer = SignalBuffer(6, 2.0)
+    buffer.append(10.0, np.array([3.0, 4.0]))
+    assert next_window(buffer, 12.5) == (2.0, 8.0)  # the 6 steps kept now: 2 .. 12
+    done = absorb(buffer, 6.0, outcome, lambda _start, v: v, get_logger(), "kv_cache")
+    assert done is complete
+    assert buffer.values.tolist() == values
+    assert next_window(buffer, 100.0) is None  # the history has moved past it
 
 
 # ---------------------------------------------------------------- through a cycle
