@@ -11,6 +11,7 @@ model is fitted on the whole history: the buffer ends exactly as an unstaged fir
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import time
 from collections.abc import Iterator
@@ -23,6 +24,7 @@ from predictive_scaler.config import parse_config
 from predictive_scaler.demand_query import DemandRead
 from predictive_scaler.history_backfill import (
     FIRST_FETCH_SECONDS,
+    Backfill,
     absorb,
     first_fetch_start,
     next_window,
@@ -141,6 +143,18 @@ def test_a_finished_read_completes_the_history_or_is_made_again(
     assert done is complete
     assert buffer.values.tolist() == values
     assert next_window(buffer, 100.0) is None  # the history has moved past it
+
+
+async def test_waiting_for_a_read_can_itself_be_cancelled() -> None:
+    backfill = Backfill(0.0)
+    backfill.task = asyncio.get_running_loop().create_task(asyncio.sleep(60))  # type: ignore[arg-type]
+    waiter = asyncio.get_running_loop().create_task(backfill.wait())
+    await asyncio.sleep(0)
+    waiter.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.wait_for(waiter, 5)
+    assert waiter.cancelled()  # a benchmark's or a test's stop is not swallowed
+    backfill.cancel()
 
 
 # ---------------------------------------------------------------- through a cycle
