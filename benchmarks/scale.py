@@ -88,7 +88,7 @@ STEP = 60.0
 BLOCK = 7200.0
 TARGET_PER_POD = 0.7
 INTERVAL = 30.0
-MODES = ("optimised", "baseline", "unbatched", "gets")
+MODES = ("optimised", "baseline", "unbatched", "gets", "failover")
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 FloatArray = npt.NDArray[np.float64]
@@ -307,8 +307,20 @@ async def run_worker(args: argparse.Namespace) -> dict[str, Any]:
             + kids.ru_stime
         )
 
+    def cpu_split() -> dict[str, float]:
+        # Where the CPU of a cycle went on the shared cores: this controller process, its
+        # fit workers, the driver serving the API double, and Prometheus.
+        return {
+            "controller": time.process_time(),
+            "workers": sum(_proc_cpu(pid) for pid in pool_pids),
+            "api_double": _proc_cpu(os.getppid()),
+            "prometheus": _proc_cpu(args.prom_pid) if args.prom_pid else 0.0,
+        }
+
     cycles: list[dict[str, Any]] = []
-    profiler = cProfile.Profile() if args.profile else None
+    # CPU time, not wall: on shared cores a wall profile charges a send the time the
+    # process serving the other end ran instead of us.
+    profiler = cProfile.Profile(time.process_time) if args.profile else None
     first_started = time.perf_counter()
     configured_landed = math.nan
     lags: list[float] = []
@@ -330,6 +342,7 @@ async def run_worker(args: argparse.Namespace) -> dict[str, Any]:
                         state.forecaster.points_since_fit = 1 << 30
             requests0, bytes0 = _prom_counters(args.prom_url)
             cpu0 = cpu_now()
+            split0 = cpu_split()
             refits0 = _fit_count(controller)
             profiled = profiler is not None and (index > 0) != args.profile_cold
             if profiler is not None and profiled:
@@ -343,11 +356,13 @@ async def run_worker(args: argparse.Namespace) -> dict[str, Any]:
             if profiler is not None and profiled:
                 profiler.disable()
             cpu = cpu_now() - cpu0
+            split = {k: v - split0[k] for k, v in cpu_split().items()}
             requests1, bytes1 = _prom_counters(args.prom_url)
             cycles.append(
                 {
                     "wall": wall,
                     "cpu": cpu,
+                    "cpu_split": split,
                     "requests": requests1 - requests0,
                     "bytes": bytes1 - bytes0,
                     "refits": _fit_count(controller) - refits0,
@@ -402,6 +417,135 @@ async def run_worker(args: argparse.Namespace) -> dict[str, Any]:
         "workers_rss_mib": workers_hwm / 1024,
         "self_maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
+
+
+async def run_failover(args: argparse.Namespace) -> dict[str, Any]:
+    """A leader failover at N targets: a leader and a hot standby (two controllers in this
+    process, on one fake clock, sharing the fit workers) run the cold and steady cycles until
+    both decide on ``auto``; the clock moves one step (new demand) and the leader dies right
+    after renewing its Lease, before its cycle (no release: a crash). The standby's cycle
+    then decides and holds its writes back; time goes on in 1 s steps, the standby renewing
+    every renew period and its loop waking every ``MAX_LOOP_SLEEP_SECONDS`` (the longest the
+    shipped loop sleeps), until its first interval as leader is over. When it wins and how
+    long its first leader cycle takes, and which writes it makes, are the figures."""
+    from predictive_scaler.config import parse_config
+    from predictive_scaler.dispatch import MAX_LOOP_SLEEP_SECONDS
+    from predictive_scaler.informer import HpaInformer
+    from predictive_scaler.kube import KubeClient
+    from predictive_scaler.leader import LeaderElector
+    from predictive_scaler.logs import configure_logging
+    from predictive_scaler.runtime import Controller, ProcessFitRunner
+    from tests.kube_double import make_api_client
+
+    configure_logging("json", level=logging.ERROR)
+    api = make_api_client(args.kube_url, args.kube_token)
+    clock = FakeClock(datetime.fromtimestamp(args.start, UTC))
+    runner = ProcessFitRunner(args.fit_workers) if args.fit_workers > 0 else None
+    config = parse_config(config_text(args.targets, "6h"))
+    settings = config.controller
+
+    def controller(identity: str) -> Controller:
+        kube = KubeClient(api, reporting_instance=identity)
+        made = Controller(
+            kube,
+            prometheus_url=args.prom_url,
+            clock=clock,
+            fit_runner=runner,
+            max_concurrency=args.concurrency,
+            hpa_informer=HpaInformer(kube),
+            progressive_start=True,
+            elector=LeaderElector(
+                kube,
+                "predictive-scaler",
+                "predictive-scaler",
+                identity,
+                lease_duration_seconds=math.ceil(settings.lease_duration_seconds),
+                renew_period_seconds=settings.renew_period_seconds,
+                clock=clock,
+            ),
+        )
+        made.apply_config(config)
+        return made
+
+    leader, standby = controller("leader"), controller("standby")
+    walls: list[float] = []
+    result: dict[str, Any] = {"mode": "failover"}
+    try:
+        on_auto = False
+        for index in range(1 + args.cycles + 40):
+            if index > args.cycles:  # until both decide on their configured models
+                if on_auto:
+                    break
+                await leader.wait_for_fits()
+                await standby.wait_for_fits()
+            assert await leader.renew_leadership(), "the leader lost its Lease"
+            assert not await standby.renew_leadership(), "the standby took a live Lease"
+            started = time.perf_counter()
+            led = await leader.run_due()
+            followed = await standby.run_due()
+            walls.append(time.perf_counter() - started)
+            on_auto = all(
+                str(r.signals[0].model or "").startswith("auto") for r in (*led, *followed)
+            )
+            clock.now += timedelta(seconds=args.advance)
+        result["setup_cycles"] = len(walls)
+        result["both_on_auto"] = on_auto
+        # New demand; the leader renews, then dies before its cycle.
+        assert await leader.renew_leadership()
+        assert not await standby.renew_leadership()
+        death = clock.now
+        await leader.aclose()
+        held = [r for r in await standby.run_due() if r.patch_result == "dry_run"]
+        result["held_back"] = len(held)
+        fits_before = _fit_count(standby)
+        lease = math.ceil(settings.lease_duration_seconds)
+        interval = 30.0
+        acquired: float | None = None
+        leader_cycles: list[dict[str, Any]] = []
+        elapsed = 0
+        while acquired is None or elapsed < acquired + interval:
+            elapsed += 1
+            clock.now = death + timedelta(seconds=elapsed)
+            renewing = elapsed % settings.renew_period_seconds == 0
+            if renewing and await standby.renew_leadership() and acquired is None:
+                acquired = float(elapsed)
+            if elapsed % MAX_LOOP_SLEEP_SECONDS == 0 and acquired is not None:
+                began = time.monotonic()
+                reports = await standby.run_due()
+                leader_cycles.append(
+                    {
+                        "at": float(elapsed),
+                        "wall": time.monotonic() - began,
+                        "window": [began, time.monotonic()],
+                        "applied": sum(1 for r in reports if r.patch_result == "applied"),
+                        "ran": len(reports),
+                        "held_back_applied": sum(
+                            1
+                            for r in reports
+                            if r.patch_result == "applied" and r.target in {h.target for h in held}
+                        ),
+                    }
+                )
+            if elapsed > 10 * lease:
+                break
+        result.update(
+            {
+                "lease_duration_s": lease,
+                "renew_period_s": settings.renew_period_seconds,
+                "interval_s": interval,
+                "acquired_after_s": acquired,
+                "leader_cycles": leader_cycles,
+                "fits_in_leader_cycles": _fit_count(standby) - fits_before,
+                "setup_wall_max_s": max(walls, default=0.0),
+            }
+        )
+    finally:
+        await leader.aclose()
+        await standby.aclose()
+        await api.close()
+        if runner is not None:
+            runner.close()
+    return result
 
 
 def _problem_kinds(reports: Any) -> dict[str, int]:
@@ -533,7 +677,13 @@ def compare(a: dict[str, Any], b: dict[str, Any]) -> dict[str, float]:
 
 
 async def run_mode(
-    args: argparse.Namespace, n: int, mode: str, prom_url: str, start: float, out: Path
+    args: argparse.Namespace,
+    n: int,
+    mode: str,
+    prom_url: str,
+    start: float,
+    out: Path,
+    prom_pid: int = 0,
 ) -> dict[str, Any]:
     from tests.kube_double import KubeDouble, make_hpa
 
@@ -564,6 +714,8 @@ async def run_mode(
             kube.token,
             "--prom-url",
             prom_url,
+            "--prom-pid",
+            str(prom_pid),
             "--start",
             repr(start),
             "--out",
@@ -606,12 +758,55 @@ def _count_hpa_requests(result: dict[str, Any], records: list[Any]) -> None:
             or (r.attributes.resource == "events" and r.attributes.verb == "create")
         )
     ]
-    for cycle in result["cycles"]:
+    patches = [
+        r.at
+        for r in records
+        if r.attributes is not None
+        and r.allowed
+        and r.attributes.resource == "horizontalpodautoscalers"
+        and r.attributes.verb == "patch"
+    ]
+    for cycle in result.get("leader_cycles", []):  # failover: when its first patch came
+        began, ended = cycle.pop("window")
+        inside = [at - began for at in patches if began <= at <= ended]
+        cycle["first_patch_s"] = min(inside) if inside else None
+        cycle["patches"] = len(inside)
+    for cycle in result.get("cycles", []):
         began, ended = cycle.pop("window")
         cycle["hpa_gets"] = sum(1 for at in gets if began <= at <= ended)
         cycle["writes"] = sum(1 for at in writes if began <= at <= ended)
     result["hpa_lists"] = sum(1 for r in hpa if r.attributes.verb == "list")
     result["hpa_watches"] = sum(1 for r in hpa if r.attributes.verb == "watch")
+
+
+def _print_failover(n: int, result: dict[str, Any]) -> None:
+    lease, interval = result["lease_duration_s"], result["interval_s"]
+    acquired = result["acquired_after_s"]
+    first = next((c for c in result["leader_cycles"] if c.get("first_patch_s") is not None), None)
+    print(
+        f"# {n} targets, failover (load {result['load']}): {result['setup_cycles']} cycles of "
+        f"both controllers before (both on auto: {result['both_on_auto']}, slowest "
+        f"{result['setup_wall_max_s']:.2f} s for both); the standby held back "
+        f"{result['held_back']} writes at the leader's death; it took the Lease "
+        f"{acquired} s after the leader's last renewal (lease {lease} s, renew period "
+        f"{result['renew_period_s']:g} s)"
+    )
+    for c in result["leader_cycles"]:
+        patch = "-" if c["first_patch_s"] is None else f"{c['first_patch_s']:.2f} s in"
+        print(
+            f"#   leader cycle at +{c['at']:.0f} s: ran {c['ran']} targets in {c['wall']:.2f} s, "
+            f"applied {c['applied']} ({c['held_back_applied']} of the held-back), first patch "
+            f"{patch}"
+        )
+    if first is not None:
+        total = first["at"] + first["first_patch_s"]
+        print(
+            f"# first patch {total:.2f} s after the leader's last renewal (bar: lease {lease} s "
+            f"+ one cycle {interval:g} s = {lease + interval:g} s); fits adopted in the leader "
+            f"cycles: {result['fits_in_leader_cycles']}"
+        )
+    else:
+        print("# no patch in the standby's first interval as leader")
 
 
 def _load() -> str:
@@ -644,7 +839,7 @@ async def drive(args: argparse.Namespace) -> int:
                 load_before = _load()
                 with tempfile.TemporaryDirectory() as tmp:
                     results[mode] = await run_mode(
-                        args, n, mode, server.url, start, Path(tmp) / "out.json"
+                        args, n, mode, server.url, start, Path(tmp) / "out.json", server.pid
                     )
                 results[mode]["load"] = f"{load_before} -> {_load()}"
                 print(
@@ -652,6 +847,9 @@ async def drive(args: argparse.Namespace) -> int:
                 )
         finally:
             server.stop()
+        failover = results.pop("failover", None)
+        if failover is not None:
+            _print_failover(n, failover)
         figures = {m: summarise(r) for m, r in results.items()}
         cmp = (
             compare(results["optimised"], results["baseline"])
@@ -706,6 +904,21 @@ async def drive(args: argparse.Namespace) -> int:
     print(header)
     print("\n".join(rows))
     for n, item in everything.items():
+        for mode, mode_cycles in item["cycles"].items():
+            print(
+                f"\n{n} targets, {mode}, per cycle (CPU s: controller / fit workers / API "
+                "double's process / Prometheus):"
+            )
+            for index, c in enumerate(mode_cycles):
+                split = c.get("cpu_split", {})
+                parts = " / ".join(
+                    f"{split.get(k, 0.0):.2f}"
+                    for k in ("controller", "workers", "api_double", "prometheus")
+                )
+                print(
+                    f"- {'cold' if index == 0 else f'steady {index}'}: wall {c['wall']:.2f} s, "
+                    f"writes {c.get('writes', 0)}, CPU {parts}"
+                )
         if item["compare"] is not None:
             c = item["compare"]
             print(
@@ -750,6 +963,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--kube-url", help=argparse.SUPPRESS)
     p.add_argument("--kube-token", help=argparse.SUPPRESS)
     p.add_argument("--prom-url", help=argparse.SUPPRESS)
+    p.add_argument("--prom-pid", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--start", type=float, help=argparse.SUPPRESS)
     p.add_argument("--out", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -757,7 +971,8 @@ def main(argv: list[str] | None = None) -> int:
         args.baseline_cycles = args.cycles
     if args.worker:
         args.targets = int(args.targets)
-        result = asyncio.run(run_worker(args))
+        worker = run_failover if args.mode == "failover" else run_worker
+        result = asyncio.run(worker(args))
         Path(args.out).write_text(json.dumps(result))
         if args.profile:
             stats = pstats.Stats(args.profile, stream=sys.stderr)

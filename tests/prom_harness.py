@@ -194,6 +194,11 @@ class PrometheusServer:
         self._config_path = self.data_dir.parent / f"{self.data_dir.name}.prometheus.yml"
 
     @property
+    def pid(self) -> int:
+        """The server's process id (0 before it started), for benchmarks that read its CPU."""
+        return self._process.pid if self._process is not None else 0
+
+    @property
     def url(self) -> str:
         if self.port is None:
             raise HarnessError("Prometheus is not started")
