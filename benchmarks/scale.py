@@ -26,6 +26,9 @@ the controller's interval is 30 s and a cycle without a new point costs less).
 - ``unbatched``: ``optimised`` with one range query per target and query (batching off).
 - ``gets``: ``optimised`` reading each HPA by GET every cycle (``controller.hpaWatch: off``),
   the read path before the informer.
+- ``failover``: a leader and a hot standby on one Lease (see :func:`run_failover`): when the
+  standby takes the Lease after the leader dies and when its first patch lands. Printed on
+  its own, not in the table.
 
 Figures per mode: cold cycle wall time, steady p50/p95 wall time, CPU seconds per steady
 cycle (the controller process plus its fit workers, from /proc), peak RSS (controller plus
@@ -38,7 +41,9 @@ when the last ``auto`` fit running beside the cycles had landed (from the cold c
 start; until then a cheap stand-in decides), and the event loop's worst lateness (what
 ``/healthz``'s heartbeat would see). The forecasts and
 decisions of ``optimised`` are compared with the baseline's, target by target and cycle by
-cycle. Prints a Markdown table.
+cycle. Prints a Markdown table, then each cycle's wall time, writes and where its CPU went
+(the controller process, its fit workers, the driver process serving the API double,
+Prometheus).
 """
 
 # ruff: noqa: ASYNC240 - the driver is a one-shot script; its few file operations may block
