@@ -504,7 +504,8 @@ async def run_failover(args: argparse.Namespace) -> dict[str, Any]:
         result["held_back"] = len(held)
         fits_before = _fit_count(standby)
         lease = math.ceil(settings.lease_duration_seconds)
-        interval = 30.0
+        interval = max(r.policy.interval_seconds for r in standby.reconcilers.values())
+        held_targets = {r.target for r in held}
         acquired: float | None = None
         leader_cycles: list[dict[str, Any]] = []
         elapsed = 0
@@ -517,18 +518,16 @@ async def run_failover(args: argparse.Namespace) -> dict[str, Any]:
             if elapsed % MAX_LOOP_SLEEP_SECONDS == 0 and acquired is not None:
                 began = time.monotonic()
                 reports = await standby.run_due()
+                ended = time.monotonic()
+                applied = {r.target for r in reports if r.patch_result == "applied"}
                 leader_cycles.append(
                     {
                         "at": float(elapsed),
-                        "wall": time.monotonic() - began,
-                        "window": [began, time.monotonic()],
-                        "applied": sum(1 for r in reports if r.patch_result == "applied"),
+                        "wall": ended - began,
+                        "window": [began, ended],
+                        "applied": len(applied),
                         "ran": len(reports),
-                        "held_back_applied": sum(
-                            1
-                            for r in reports
-                            if r.patch_result == "applied" and r.target in {h.target for h in held}
-                        ),
+                        "held_back_applied": len(applied & held_targets),
                     }
                 )
             if elapsed > 10 * lease:
