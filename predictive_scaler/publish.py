@@ -234,7 +234,9 @@ class ControllerMetrics:
         self.targets = Gauge(
             "predictive_scaler_targets", "Enabled targets in the configuration.", registry=r
         )
-        self._series: dict[str, set[tuple[MetricWrapperBase, tuple[str, ...]]]] = {}
+        # Each target's series -> its labelled child: looking a child up by its labels is a
+        # lock and a tuple build per gauge, eighteen thousand a cycle at 1,000 targets.
+        self._series: dict[str, dict[tuple[MetricWrapperBase, tuple[str, ...]], Gauge]] = {}
         # Read-only copies of the per-target values for published(): metric -> its label names,
         # (metric, label values) -> (value, when).
         self._label_names: dict[MetricWrapperBase, tuple[str, ...]] = {
@@ -261,25 +263,27 @@ class ControllerMetrics:
     def _set(
         self, target: str, metric: MetricWrapperBase, labels: tuple[str, ...], value: float | None
     ) -> None:
-        known = self._series.setdefault(target, set())
+        known = self._series.setdefault(target, {})
+        key = (metric, labels)
         if value is None:
-            self._fresh_until.pop((metric, labels), None)
-            if (metric, labels) in known:
+            self._fresh_until.pop(key, None)
+            if known.pop(key, None) is not None:
                 metric.remove(*labels)
-                known.discard((metric, labels))
-                self._values.pop((metric, labels), None)
+                self._values.pop(key, None)
             return
-        gauge = metric.labels(*labels)
-        assert isinstance(gauge, Gauge)
+        gauge = known.get(key)
+        if gauge is None:
+            child = metric.labels(*labels)
+            assert isinstance(child, Gauge)
+            gauge = known[key] = child
         gauge.set(value)
-        known.add((metric, labels))
-        self._values[(metric, labels)] = (value, self._published_at)
+        self._values[key] = (value, self._published_at)
 
     def publish_target(self, figures: TargetFigures) -> None:
         """Set a target's gauges from one cycle; label sets it no longer has are removed."""
         t = figures.target
         self._published_at = figures.at or datetime.now(UTC)
-        stale = set(self._series.get(t, set()))
+        stale = set(self._series.get(t, {}))
         ids = (t, figures.namespace, figures.hpa)
         fresh: set[tuple[MetricWrapperBase, tuple[str, ...]]] = set()
 
@@ -319,7 +323,7 @@ class ControllerMetrics:
 
     def remove_target(self, target: str) -> None:
         """Forget every gauge of a target removed from the configuration."""
-        for metric, labels in self._series.pop(target, set()):
+        for metric, labels in self._series.pop(target, {}):
             metric.remove(*labels)
             self._values.pop((metric, labels), None)
             self._fresh_until.pop((metric, labels), None)

@@ -16,6 +16,8 @@ from predictive_scaler.config.presets import SIGNAL_PRESETS
 from predictive_scaler.promql import (
     batch_shape,
     batchable_metrics,
+    escape_promql_string,
+    escape_re2_literal,
     fresh_samples_template,
     latest_sample_template,
     render_batch_query,
@@ -165,3 +167,48 @@ def test_a_single_name_may_still_be_given_as_a_string() -> None:
     )
     with pytest.raises(ValueError, match="no metric"):
         render_batch_query((), [{"namespace": "a"}])
+
+
+# ------------------------------------------------------ escaping: the rules, per character
+
+
+def _escaped_by_rule(value: str, quote: str) -> str:
+    """The escaping rule spelled out one character at a time (backslash and the named
+    controls by name, the quote by a backslash, other controls and DEL as \\uXXXX)."""
+    named = {"\\": "\\\\", "\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r"}
+    named |= {"\t": "\\t", "\v": "\\v"}
+    out = []
+    for ch in value:
+        if ch in named:
+            out.append(named[ch])
+        elif ch == quote:
+            out.append("\\" + ch)
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            out.append(f"\\u{ord(ch):04x}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def _re2_by_rule(value: str) -> str:
+    return "".join(
+        "\\" + ch if ord(ch) < 0x80 and not (ch.isalnum() or ch == "_") else ch for ch in value
+    )
+
+
+EVERY_LOW_CHARACTER = "".join(chr(code) for code in range(0x300))
+
+
+@pytest.mark.parametrize("quote", ['"', "'"])
+def test_promql_escaping_follows_the_rule_for_every_character(quote: str) -> None:
+    assert escape_promql_string(EVERY_LOW_CHARACTER, quote) == _escaped_by_rule(
+        EVERY_LOW_CHARACTER, quote
+    )
+    assert escape_promql_string("ns-1|ns-2\u00e9\U0001f600", quote) == "ns-1|ns-2\u00e9\U0001f600"
+    with pytest.raises(ValueError, match="double- and single-quoted"):
+        escape_promql_string("x", "`")
+
+
+def test_re2_escaping_follows_the_rule_for_every_character() -> None:
+    assert escape_re2_literal(EVERY_LOW_CHARACTER) == _re2_by_rule(EVERY_LOW_CHARACTER)
+    assert escape_re2_literal("ns-1.a_b") == "ns\\-1\\.a_b"
